@@ -1,0 +1,102 @@
+"""Shared DataModule plumbing: resumable loaders, rank sharding, deterministic train/val split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from datamodules.sampling import ResumableSampler
+
+
+class TokenDataModule(L.LightningDataModule):
+    """Base for Quartet's DataModules. Subclasses fill ``self.train_dataset``/``self.val_dataset``
+    (any map-style dataset) and ``self.collate`` in ``setup``.
+
+    Loaders are torchdata ``StatefulDataLoader``s over a ``ResumableSampler`` sharded by rank, so a
+    mid-epoch resume is exact. Set ``trainer.use_distributed_sampler=false`` (the shipped trainer
+    configs do): sharding happens here.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+    ):
+        super().__init__()
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.shuffle = shuffle
+        self.train_dataset: Any = None
+        self.val_dataset: Any = None
+        self.collate: Any = None
+
+    def _rank_world(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _loader(self, dataset: Any, shuffle: bool, batch_size: int) -> StatefulDataLoader:
+        rank, world = self._rank_world()
+        sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
+        return StatefulDataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=self.collate,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+        )
+
+    def train_dataloader(self) -> StatefulDataLoader:
+        return self._loader(self.train_dataset, self.shuffle, self.batch_size)
+
+    def val_dataloader(self) -> StatefulDataLoader | list:
+        if self.val_dataset is None or len(self.val_dataset) == 0:
+            return []
+        return self._loader(self.val_dataset, False, self.eval_batch_size)
+
+    def num_train_batches(self) -> int:
+        """Batches per epoch on this rank: what the LR schedule needs, computed without touching the
+        Trainer's fit loop (``trainer.estimated_stepping_batches`` inside ``configure_optimizers``
+        would set up the train loader before its saved state is restored)."""
+        if self.train_dataset is None:
+            self.setup("fit")
+        _, world = self._rank_world()
+        per_rank = -(-len(self.train_dataset) // world)
+        return -(-per_rank // self.batch_size)
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A seeded split of ``range(n)`` into train and validation indices (validation at least 1 when
+    ``val_fraction > 0`` and ``n > 1``)."""
+    if val_fraction <= 0 or n < 2:
+        return list(range(n)), []
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    return sorted(perm[n_val:]), sorted(perm[:n_val])
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts (file paths are keyed by size and mtime too)."""
+    items = []
+    for p in parts:
+        if isinstance(p, (str, Path)) and Path(p).is_file():
+            st = Path(p).stat()
+            items.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+        else:
+            items.append(p)
+    return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,148 @@
+"""ChatDataModule: multi-turn chat files -> token batches with role-based loss masks.
+
+Used by chat SFT (``loss_roles: [assistant]``) and the Parrot Ask model (``loss_roles: [user]``).
+Records are read and validated (``datamodules/records.py``, ``datamodules/chat_format.py``), then
+tokenised once with ``datasets.map`` into an Arrow cache keyed by the file, the tokenizer and every
+masking setting, so a large file is not re-tokenised on every run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from datamodules.base import TokenDataModule, fingerprint, split_indices
+from datamodules.chat_format import ROLES, normalise_messages
+from datamodules.chat_masks import MaskPolicy, tokenize_chat
+from datamodules.collate import PadCollator
+from datamodules.records import read_records
+from lightning_modules.components.backbone import load_tokenizer
+from utils.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+
+class ChatDataModule(TokenDataModule):
+    def __init__(
+        self,
+        path: str,
+        tokenizer: str,
+        loss_roles: list[str] | tuple[str, ...] = ("assistant",),
+        turns: str = "all",
+        include_first_user: bool = True,
+        max_length: int = 512,
+        truncation: str = "right",
+        on_empty_mask: str = "error",
+        val_path: str | None = None,
+        val_fraction: float = 0.05,
+        split: str = "train",
+        cache_dir: str | None = None,
+        num_proc: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        trust_remote_code: bool = False,
+        **loader_kwargs: Any,
+    ):
+        super().__init__(**loader_kwargs)
+        problems = []
+        if not set(loss_roles) <= set(ROLES) or not loss_roles:
+            problems.append(f"data.loss_roles={list(loss_roles)} must be a non-empty subset of {list(ROLES)}")
+        if turns not in ("all", "last"):
+            problems.append(f"data.turns={turns!r} must be 'all' or 'last'")
+        if truncation not in ("right", "left", "drop", "error"):
+            problems.append(f"data.truncation={truncation!r} must be right, left, drop or error")
+        if on_empty_mask not in ("error", "skip"):
+            problems.append(f"data.on_empty_mask={on_empty_mask!r} must be 'error' or 'skip'")
+        if max_length < 2:
+            problems.append(f"data.max_length={max_length} must be at least 2")
+        if not 0 <= val_fraction < 1:
+            problems.append(f"data.val_fraction={val_fraction} must be in [0, 1)")
+        if problems:
+            raise ConfigError(problems)
+        self.path, self.val_path, self.split = path, val_path, split
+        self.tokenizer_name, self.trust_remote_code = tokenizer, trust_remote_code
+        self.policy = MaskPolicy(tuple(loss_roles), turns, include_first_user)  # type: ignore[arg-type]
+        self.max_length, self.truncation, self.on_empty_mask = max_length, truncation, on_empty_mask
+        self.val_fraction, self.cache_dir, self.num_proc = val_fraction, cache_dir, num_proc
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.tokenizer: Any = None
+        self.skipped = 0
+
+    def prepare_data(self) -> None:
+        # Runs on one process per node first, so the Arrow cache is written once.
+        self._tokenized(self.path)
+        if self.val_path:
+            self._tokenized(self.val_path)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        train = self._tokenized(self.path)
+        if self.val_path:
+            self.train_dataset, self.val_dataset = train, self._tokenized(self.val_path)
+        else:
+            tr, va = split_indices(len(train), self.val_fraction, self.seed)
+            self.train_dataset, self.val_dataset = train.select(tr), train.select(va)
+        self.collate = PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+
+    def _tokenized(self, path: str) -> datasets.Dataset:
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code)
+        records = read_records(path, split=self.split)
+        conversations = [normalise_messages(r) for r in records]
+        raw = datasets.Dataset.from_dict(
+            {"messages": conversations, "location": [r.location for r in records]}
+        )
+        key = fingerprint(
+            path,
+            self.tokenizer_name,
+            self.tokenizer.chat_template,
+            len(self.tokenizer),
+            list(self.policy.loss_roles),
+            self.policy.turns,
+            self.policy.include_first_user,
+            self.max_length,
+            self.truncation,
+            self.on_empty_mask,
+        )
+        cache_file = None
+        if self.cache_dir:
+            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+            cache_file = str(Path(self.cache_dir) / f"chat-{key}.arrow")
+        tokenizer, policy, max_length = self.tokenizer, self.policy, self.max_length
+        truncation, skip = self.truncation, self.on_empty_mask == "skip"
+
+        def encode(batch: dict[str, list]) -> dict[str, list]:
+            out: dict[str, list] = {"input_ids": [], "labels": []}
+            for messages, location in zip(batch["messages"], batch["location"]):
+                try:
+                    enc = tokenize_chat(tokenizer, messages, policy, max_length, truncation, location)
+                except DataError:
+                    if not skip:
+                        raise
+                    enc = None
+                if enc is not None:
+                    out["input_ids"].append(enc["input_ids"])
+                    out["labels"].append(enc["labels"])
+            return out
+
+        ds = raw.map(
+            encode,
+            batched=True,
+            remove_columns=raw.column_names,
+            cache_file_name=cache_file,
+            new_fingerprint=key,
+            num_proc=self.num_proc,
+            desc=f"Tokenizing {Path(path).name}",
+        )
+        dropped = len(raw) - len(ds)
+        if dropped:
+            self.skipped += dropped
+            log.warning(
+                "%s: skipped %d of %d conversations (empty loss mask or too long)", path, dropped, len(raw)
+            )
+        if len(ds) == 0:
+            raise DataError(f"{path}: no conversation left to train on after masking and truncation")
+        return ds

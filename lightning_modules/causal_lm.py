@@ -1,0 +1,134 @@
+"""CausalLMModule: what every Quartet method shares.
+
+- builds the backbone in ``configure_model()`` (so FSDP2 can ``fully_shard`` each decoder block);
+- optimizer + warmup/cosine schedule from plain-dict config (no pickled objects in hparams, so
+  checkpoints load with ``weights_only=True``);
+- the total step count for the schedule, computed without ``trainer.estimated_stepping_batches``;
+- ``export_hf``: a ``save_pretrained`` folder (full state dict gathered under FSDP, LoRA merged).
+
+Method modules subclass it and implement ``training_step``/``validation_step`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lightning_modules.components.backbone import build_model, decoder_layers, load_tokenizer
+from lightning_modules.components.optim import build_optimizer_and_scheduler
+
+
+def as_dict(cfg: Any) -> Any:
+    """Plain Python containers from an OmegaConf node (anything else passes through)."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+class CausalLMModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+        fsdp_param_dtype: str | None = None,
+    ):
+        super().__init__()
+        model, optimizer, scheduler = as_dict(model), as_dict(optimizer), as_dict(scheduler)
+        self.save_hyperparameters(
+            {
+                "model": model,
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "compile": compile,
+                "fsdp_param_dtype": fsdp_param_dtype,
+            }
+        )
+        self.model_cfg, self.optimizer_cfg, self.scheduler_cfg = model, optimizer, scheduler
+        self.model: torch.nn.Module | None = None
+        self.tokenizer: Any = None
+
+    # ---- model -------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        cfg = self.model_cfg
+        self.tokenizer = load_tokenizer(
+            cfg["tokenizer"], bool(cfg.get("trust_remote_code", False)), cfg.get("chat_template")
+        )
+        self.model = build_model(cfg, self.tokenizer)
+        if getattr(self, "_device_mesh", None) is not None:
+            self._fully_shard(self.model)
+        if self.hparams.compile:
+            self.model = torch.compile(self.model)
+
+    def _fully_shard(self, model: torch.nn.Module) -> None:
+        """FSDP2: shard each decoder block, then the root (embeddings, final norm, head)."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        kwargs: dict[str, Any] = {"mesh": mesh}
+        if self.hparams.fsdp_param_dtype:
+            dtype = getattr(torch, self.hparams.fsdp_param_dtype)
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+        for block in decoder_layers(model):
+            fully_shard(block, **kwargs)
+        fully_shard(model, **kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    # ---- optimisation ------------------------------------------------------------------------
+    def total_training_steps(self) -> int:
+        """Optimizer steps in this fit: ``max_steps`` if set, else epochs × batches / accumulation."""
+        trainer = self.trainer
+        if trainer.max_steps and trainer.max_steps > 0:
+            return int(trainer.max_steps)
+        dm = trainer.datamodule
+        batches = dm.num_train_batches()
+        limit = trainer.limit_train_batches
+        if isinstance(limit, int):
+            batches = min(batches, limit)
+        elif limit is not None:
+            batches = int(batches * float(limit))
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1
+        return max(1, math.ceil(batches / trainer.accumulate_grad_batches) * epochs)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        factory = instantiate(self.optimizer_cfg, _partial_=True)
+        return build_optimizer_and_scheduler(
+            self.model, factory, self.scheduler_cfg, self.total_training_steps()
+        )
+
+    # ---- export -------------------------------------------------------------------------------
+    def export_hf(self, out_dir: str | Path) -> Path | None:
+        """Write the model and tokenizer with ``save_pretrained`` (rank 0). Collective under FSDP:
+        every rank must call it. Returns the folder on rank 0, None elsewhere."""
+        model = getattr(self.model, "_orig_mod", self.model)
+        state = self._full_state_dict(model)
+        if self.global_rank != 0:
+            return None
+        out = Path(out_dir)
+        if hasattr(model, "merge_and_unload"):  # peft: merge the adapter into a copy of the base
+            clone = copy.deepcopy(model)
+            clone.load_state_dict(state)
+            export_model = clone.merge_and_unload()
+        else:
+            export_model = type(model)(model.config)
+            export_model.load_state_dict(state)
+        export_model.save_pretrained(out)
+        self.tokenizer.save_pretrained(out)
+        return out
+
+    def _full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        if getattr(self, "_device_mesh", None) is None:
+            return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

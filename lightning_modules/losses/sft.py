@@ -1,0 +1,37 @@
+"""Masked causal-LM loss (chat SFT and the Parrot Ask model)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+
+
+def masked_causal_lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean next-token negative log-likelihood over the tokens whose label is not -100.
+
+    L = −(1/N) Σ_{t: m_t=1} log p_θ(x_t | x_<t), with N = Σ_t m_t (METHODS.md §1; the mask m selects
+    assistant tokens for chat SFT, user tokens for the Ask model). Logits at position t predict
+    label t+1. Returns the loss and ``{"tokens": N, "correct": #argmax hits}`` (both detached).
+    """
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    valid = shift_labels.ne(IGNORE_INDEX)
+    n = valid.sum()
+    if n == 0:
+        raise ValueError("masked_causal_lm_loss: the batch has no token with a label (all labels are -100)")
+    loss = (
+        F.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)),
+            shift_labels.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
+        / n
+    )
+    with torch.no_grad():
+        correct = (shift_logits.argmax(-1).eq(shift_labels) & valid).sum()
+    return loss, {"tokens": n.detach(), "correct": correct}

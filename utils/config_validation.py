@@ -1,0 +1,62 @@
+"""Start-up validation of the composed config: every problem is collected and reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from utils.errors import ConfigError
+
+REQUIRED = ("model", "module", "data", "trainer", "paths")
+
+
+def validate_train_config(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` listing every problem found in a training config."""
+    problems: list[str] = []
+    for key in REQUIRED:
+        if key not in cfg or cfg[key] is None:
+            problems.append(f"missing config group '{key}'")
+    if problems:
+        raise ConfigError(problems)
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    problems += [f"{k} is required (set {k}=...)" for k in missing if not k.startswith("hydra")]
+    model, data, trainer = cfg.model, cfg.data, cfg.trainer
+    if model.get("kind") == "tiny":
+        for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            if k in model and (not isinstance(model[k], int) or model[k] < 1):
+                problems.append(f"model.{k}={model[k]} must be a positive integer")
+        if all(k in model for k in ("hidden_size", "num_heads")) and model.hidden_size % max(
+            1, model.num_heads
+        ):
+            problems.append(
+                f"model.hidden_size={model.hidden_size} must be divisible by model.num_heads={model.num_heads}"
+            )
+    if model.get("kind") == "hf" and "pretrained" not in missing and not model.get("pretrained"):
+        problems.append("model.pretrained must name a folder or hub id for model=hf")
+    for k in ("batch_size", "eval_batch_size"):
+        if data.get(k) is not None and (not isinstance(data[k], int) or data[k] < 1):
+            problems.append(f"data.{k}={data[k]} must be a positive integer")
+    path = data.get("path") if "path" not in missing else None
+    if isinstance(path, str) and (path.endswith((".jsonl", ".json", ".parquet")) and not Path(path).exists()):
+        problems.append(f"data.path={path}: file not found")
+    opt = cfg.module.get("optimizer") or {}
+    if "lr" in opt and not float(opt.lr) > 0:
+        problems.append(f"module.optimizer.lr={opt.lr} must be > 0")
+    for k in ("max_epochs", "max_steps"):
+        v = trainer.get(k)
+        if v is not None and (not isinstance(v, int) or v < -1 or v == 0 and k == "max_epochs"):
+            problems.append(f"trainer.{k}={v} must be a positive integer (or -1)")
+    if trainer.get("accumulate_grad_batches", 1) < 1:
+        problems.append("trainer.accumulate_grad_batches must be >= 1")
+    if trainer.get("use_distributed_sampler", False):
+        problems.append(
+            "trainer.use_distributed_sampler must stay false: Quartet's resumable sampler shards by rank"
+        )
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and ckpt != "last" and not Path(str(ckpt)).exists():
+        problems.append(
+            f"ckpt_path={ckpt}: checkpoint not found (use a file, a sharded checkpoint folder, or 'last')"
+        )
+    if problems:
+        raise ConfigError(problems)

@@ -1,0 +1,35 @@
+"""What every Hydra entry point does around its pure function: resume_dir, errors, the metric."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from utils.errors import QuartetError
+from utils.run_folder import load_resume_config
+
+log = logging.getLogger("quartet")
+
+
+def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
+    """Run ``fn(cfg)``; turn user errors into one ``error:`` line and exit status 2; return the
+    optimized metric for sweepers."""
+    try:
+        if cfg.get("resume_dir"):
+            cfg = load_resume_config(cfg, list(HydraConfig.get().overrides.task))
+        metrics = fn(cfg)
+    except QuartetError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    if name not in metrics:
+        log.warning("optimized_metric %r was not logged; available: %s", name, sorted(metrics))
+        return None
+    return metrics[name]

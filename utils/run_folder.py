@@ -1,0 +1,81 @@
+"""Run-folder contract: checkpoint resolution, ``resume_dir`` config reuse, ``summary.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from utils.errors import ConfigError, QuartetError
+
+log = logging.getLogger(__name__)
+CONFIG_GROUPS = (
+    "model",
+    "module",
+    "data",
+    "trainer",
+    "callbacks",
+    "logger",
+    "paths",
+    "hydra",
+    "experiment",
+    "debug",
+    "hparams_search",
+)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """``None`` → fresh start; ``last`` → ``<run>/checkpoints/last.ckpt`` (fresh start with a message
+    when the folder has none yet); anything else must be an existing file or sharded-checkpoint folder."""
+    if not ckpt_path:
+        return None
+    if str(ckpt_path) == "last":
+        last = output_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            return str(last)
+        log.info("ckpt_path=last: no checkpoint at %s yet; starting from scratch", last)
+        return None
+    if not Path(ckpt_path).exists():
+        raise QuartetError(f"ckpt_path={ckpt_path}: checkpoint not found")
+    return str(ckpt_path)
+
+
+def load_resume_config(cfg: DictConfig, task_overrides: list[str]) -> DictConfig:
+    """The saved config of ``cfg.resume_dir`` with this command's plain ``key=value`` overrides on top.
+
+    Config-group overrides (``trainer=ddp``) can't be re-applied to a saved config, so they are
+    rejected with a clear message.
+    """
+    resume_dir = Path(cfg.resume_dir)
+    saved_path = resume_dir / ".hydra" / "config.yaml"
+    if not saved_path.is_file():
+        raise QuartetError(f"resume_dir={resume_dir}: not a Quartet run folder (no .hydra/config.yaml)")
+    saved = OmegaConf.load(saved_path)
+    plain = []
+    for o in task_overrides:
+        key = o.split("=", 1)[0].lstrip("+~")
+        if key in ("resume_dir", "ckpt_path"):
+            continue
+        if "." not in key and key in CONFIG_GROUPS:
+            raise ConfigError(
+                [
+                    f"{o}: config groups can't change on resume_dir; override keys instead (e.g. trainer.max_steps=...)"
+                ]
+            )
+        plain.append(o.lstrip("+"))
+    merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(plain))
+    with open_dict(merged):
+        merged.resume_dir = str(resume_dir)
+        merged.ckpt_path = cfg.ckpt_path or "last"
+    return merged
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
