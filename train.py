@@ -20,7 +20,7 @@ if str(ROOT) not in sys.path:
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from utils.entrypoint import run_main  # noqa: E402
+from utils.entrypoint import run_cli, run_main  # noqa: E402
 from utils.hydra_resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
@@ -40,14 +40,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     validate_train_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    # Read and validate the data before anything is written to the run folder.
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    module = instantiate(cfg.module)
     rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
     if cfg.get("print_config", True) and rank0:
         print_and_save_config(cfg, output_dir / "config_tree.log")
-    L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-
-    datamodule = instantiate(cfg.data)
-    module = instantiate(cfg.module)
     callbacks: list[L.Callback] = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
@@ -100,4 +102,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -16,9 +16,29 @@ from utils.run_folder import load_resume_config
 log = logging.getLogger("quartet")
 
 
+_TASK_STARTED = False
+CONFIG_HINT = (
+    "hint: `python {script} --help` lists the config groups and their options; "
+    "use +key=value to add a key the config does not have, and check the spelling of group and key names."
+)
+
+
+def run_cli(main: Callable[[], Any]) -> None:
+    """Call a ``@hydra.main`` function; when Hydra rejects the command line (unknown group, option or
+    key), add a hint after Hydra's own message."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code not in (0, None) and not _TASK_STARTED:
+            print(CONFIG_HINT.format(script=sys.argv[0]), file=sys.stderr)
+        raise
+
+
 def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
     """Run ``fn(cfg)``; turn user errors into one ``error:`` line and exit status 2; return the
     optimized metric for sweepers."""
+    global _TASK_STARTED
+    _TASK_STARTED = True
     try:
         if cfg.get("resume_dir"):
             cfg = load_resume_config(cfg, list(HydraConfig.get().overrides.task))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -12,10 +13,14 @@ def run_dir(resume_dir: str | None, default: str) -> str:
     return str(resume_dir) if resume_dir else default
 
 
-def config_subdir(resume_dir: str | None) -> str:
-    """``hydra.output_subdir``: ``.hydra`` normally; a new sub-folder when resuming, so the original
-    ``.hydra/config.yaml`` (which the resume reads) is never overwritten."""
-    return ".hydra" if not resume_dir else f".hydra/resume-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+def config_subdir(resume_dir: str | None, output_dir: str | None = None) -> str:
+    """``hydra.output_subdir``: ``.hydra`` for a new run folder; a new sub-folder when resuming or when
+    the folder already holds a run, so the original ``.hydra/config.yaml`` (which ``resume_dir`` reads)
+    is never overwritten."""
+    taken = output_dir is not None and (Path(output_dir) / ".hydra" / "config.yaml").exists()
+    if not resume_dir and not taken:
+        return ".hydra"
+    return f".hydra/{'resume' if resume_dir else 'rerun'}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
 def register_resolvers() -> None:

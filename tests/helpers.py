@@ -1,0 +1,72 @@
+"""Shared test helpers: compose the real Hydra configs, run train.py in- or out-of-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, open_dict
+
+from utils.hydra_resolvers import register_resolvers
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+os.environ.setdefault("QUARTET_ROOT", str(ROOT))
+register_resolvers()
+
+# Small and fast: two steps of the tiny model, no progress bars.
+FAST = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "print_config=false"]
+
+
+def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """Compose ``conf/<config_name>.yaml`` with overrides, writing into ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=False)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.work_dir = str(ROOT)
+    return cfg
+
+
+class CrashAtStep(L.Callback):
+    """Simulates a crash: raises once ``global_step`` reaches ``step`` (after that step's checkpoint)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.step:
+            raise RuntimeError(f"simulated crash at step {self.step}")
+
+
+def run_script(
+    script: str, args: list[str], timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python <script> args`` from the repo root; returns the completed process (text output)."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "QUARTET_ROOT": str(ROOT), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    """Model weights from a single-file Lightning checkpoint (weights_only load)."""
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"parameter {k} differs"
