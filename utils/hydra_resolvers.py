@@ -23,7 +23,20 @@ def config_subdir(resume_dir: str | None, output_dir: str | None = None) -> str:
     return f".hydra/{'resume' if resume_dir else 'rerun'}-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
+def product(*values: int) -> int:
+    """``${quartet_product:a,b}``: a × b (e.g. data-parallel size = devices × nodes)."""
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
 def register_resolvers() -> None:
-    for name, fn in (("quartet_run_dir", run_dir), ("quartet_config_subdir", config_subdir)):
+    resolvers = (
+        ("quartet_run_dir", run_dir),
+        ("quartet_config_subdir", config_subdir),
+        ("quartet_product", product),
+    )
+    for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -1,0 +1,66 @@
+"""Two-process DDP and FSDP2 runs, started as subprocesses of train.py (strategies relaunch sys.argv,
+so they must never run inside the pytest process): they train, crash, and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.helpers import run_script
+
+COMMON = [
+    "debug=default",
+    "trainer.max_steps=4",
+    "data.batch_size=8",
+    "logger=csv",
+    "print_config=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.limit_val_batches=0",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
+CRASH = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=2"]
+
+
+def _summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_train_and_resume(tmp_path):
+    run = tmp_path / "ddp"
+    first = run_script("train.py", ["trainer=ddp", *COMMON, *CRASH, f"hydra.run.dir={run}"])
+    assert first.returncode != 0 and "simulated crash" in first.stderr
+    assert (run / "checkpoints" / "step000002.ckpt").is_file()
+    resumed = run_script(
+        "train.py",
+        ["trainer=ddp", *COMMON, "ckpt_path=last", f"hydra.run.dir={run}", "+callbacks.crash.step=100"],
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    s = _summary(run)
+    assert s["global_step"] == 4 and s["resumed_from"].endswith("last.ckpt")
+    assert s["steps_recorded"] == 2  # steps 3 and 4 ran after the resume
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_resume_from_sharded_checkpoint_exactly(tmp_path):
+    full, crashed = tmp_path / "full", tmp_path / "crashed"
+    args = ["trainer=fsdp", *COMMON, "export=true"]
+    ok = run_script("train.py", [*args, f"hydra.run.dir={full}"])
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    first = run_script("train.py", [*args, *CRASH, f"hydra.run.dir={crashed}"])
+    assert first.returncode != 0 and "simulated crash" in first.stderr
+    sharded = crashed / "checkpoints" / "step000002.ckpt"
+    assert sharded.is_dir() and len(list(sharded.glob("*.distcp"))) == 2, "one shard per rank"
+    resumed = run_script(
+        "train.py", [*args, f"ckpt_path={sharded}", f"hydra.run.dir={crashed}", "+callbacks.crash.step=100"]
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _summary(crashed)["global_step"] == 4
+    a = load_file(full / "hf_model" / "model.safetensors")
+    b = load_file(crashed / "hf_model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] == b[k]).all(), f"{k} differs after the sharded resume"
