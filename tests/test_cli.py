@@ -93,3 +93,27 @@ def test_bad_input_gives_one_line_cause_and_overwrites_nothing(tmp_path):
     assert (previous / ".hydra" / "config.yaml").read_text() == "saved: config\n"
     assert (previous / "summary.json").read_text() == '{"kept": true}\n'
     assert not (previous / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_optuna_search_minimises_the_optimized_metric(tmp_path):
+    import yaml
+
+    sweep = tmp_path / "optuna"
+    p = _popen(
+        [
+            "-m",
+            "hparams_search=optuna",
+            *FAST,
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=1",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err[-3000:]
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    losses = [
+        json.loads((sweep / str(i) / "summary.json").read_text())["metrics"]["val/loss"] for i in range(2)
+    ]
+    assert results["best_value"] == pytest.approx(min(losses))
