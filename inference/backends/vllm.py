@@ -1,0 +1,91 @@
+"""Generation with vLLM's offline engine (optional dependency).
+
+``vllm`` is imported only when a :class:`VLLMBackend` is constructed, so the rest of the package works
+without it; constructing one without vLLM installed raises :class:`VLLMUnavailableError` saying so.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from typing import Any
+
+from inference.backends.base import Completion, GenerationBackend, Prompt, is_chat_prompt
+from inference.chat import apply_chat_template
+from inference.sampling import SamplingParams
+from inference.stopping import truncate_at_stop
+
+
+class VLLMUnavailableError(ImportError):
+    """vLLM is not installed in this environment."""
+
+
+def vllm_available() -> bool:
+    """True when the ``vllm`` package can be imported."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMBackend(GenerationBackend):
+    """Batched generation with ``vllm.LLM``.
+
+    Chat prompts are rendered with the model tokenizer's chat template (the same rendering the HF
+    backend uses) and sent as token ids, so both backends see identical prompt tokens.
+
+    Args:
+        model_path: a model folder or name vLLM can load.
+        engine_kwargs: passed to ``vllm.LLM`` (``tensor_parallel_size``, ``dtype``,
+            ``gpu_memory_utilization``, ...).
+    """
+
+    def __init__(self, model_path: str, **engine_kwargs: Any) -> None:
+        if not vllm_available():
+            raise VLLMUnavailableError(
+                "The vLLM backend needs the 'vllm' package, which is not installed here. Install vllm "
+                "(GPU machines), or use the 'hf' or 'openai_http' backend instead."
+            )
+        import vllm
+
+        self._vllm = vllm
+        self.llm = vllm.LLM(model=model_path, **engine_kwargs)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.model_id = str(model_path)
+        self.engine_kwargs = dict(engine_kwargs)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine_kwargs": {k: str(v) for k, v in self.engine_kwargs.items()}}
+
+    def to_vllm_params(self, params: SamplingParams) -> Any:
+        """The equivalent ``vllm.SamplingParams``."""
+        return self._vllm.SamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k if params.top_k > 0 else -1,
+            max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None,
+            seed=None if params.greedy else params.seed,
+            ignore_eos=params.ignore_eos,
+        )
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
+        inputs: list[dict[str, Any]] = []
+        for p in prompts:
+            if is_chat_prompt(p):
+                # The rendered template already holds BOS etc.: send ids so none are added twice.
+                ids = self.tokenizer(apply_chat_template(self.tokenizer, p), add_special_tokens=False)
+                inputs.append({"prompt_token_ids": list(ids["input_ids"])})
+            else:
+                inputs.append({"prompt": p})
+        outputs = self.llm.generate(inputs, self.to_vllm_params(params), use_tqdm=False)
+        results: list[list[Completion]] = []
+        for out in outputs:
+            n_prompt = len(out.prompt_token_ids or [])
+            group = []
+            for o in out.outputs:
+                text, hit = truncate_at_stop(o.text, params.stop)
+                reason = "stop" if hit or o.finish_reason == "stop" else "length"
+                if o.finish_reason == "stop" and o.stop_reason is None:
+                    reason = "eos"
+                group.append(Completion(text, n_prompt, len(o.token_ids), reason))
+            results.append(group)
+        return results

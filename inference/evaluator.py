@@ -1,0 +1,397 @@
+"""Reasoning evaluation: greedy CoT, Self-Consistency (maj@k) and Self-Agreement (agree@k).
+
+:func:`evaluate_reasoning` is plain Python (no Hydra, no Lightning): give it a backend, records and
+settings; it returns a results dict and (optionally) writes ``results.json`` + ``samples.jsonl`` via
+:func:`write_results`. All sampled paths come from one cached sampling run (see
+:mod:`inference.sample_cache`), so maj@k and agree@k for every k share the same paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from inference.backends.base import Completion, GenerationBackend, group_token_cost
+from inference.extraction import EXTRACTION_MODES, extract_answer, is_correct
+from inference.prompts import PromptSettings, build_agreement_prompt, build_cot_prompt
+from inference.reasoning_methods import ProgressFn, generate_cached, self_consistency
+from inference.reasoning_records import ReasoningRecord
+from inference.sample_cache import SampleCache
+from inference.sampling import SamplingParams
+
+METHODS = ("greedy", "sc", "sa")
+#: Paper defaults for the paths (arXiv 2311.08154 leaves them open; see METHODS.md).
+DEFAULT_SAMPLING = SamplingParams(n=5, temperature=0.7, top_p=1.0, max_new_tokens=256, seed=0)
+
+
+class _Progress:
+    """A rich progress bar with one line per stage (no-op when disabled)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("{task.description:<14}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+            )
+
+    def stage(self, name: str, total: int) -> ProgressFn | None:
+        if self.bar is None:
+            return None
+        task = self.bar.add_task(name, total=total)
+        bar = self.bar
+        return lambda k: bar.advance(task, k)
+
+    @contextmanager
+    def running(self) -> Iterator[_Progress]:
+        if self.bar is None:
+            yield self
+            return
+        with self.bar:
+            yield self
+
+
+def _extract(text: str, rec: ReasoningRecord, mode: str) -> str | None:
+    return extract_answer(text, rec.answer_type, mode, num_choices=rec.num_choices, choices=rec.choices)
+
+
+def _add_cost(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a[k] + b[k] for k in a}
+
+
+def _validate(methods: Sequence[str], ks: Sequence[int], m: int, mode: str, records: Sequence) -> None:
+    problems = []
+    unknown = [x for x in methods if x not in METHODS]
+    if unknown:
+        problems.append(f"unknown methods {unknown}; choose from {list(METHODS)}")
+    if not methods:
+        problems.append("no methods selected")
+    if not isinstance(m, int) or m < 1:
+        problems.append(f"num_paths (m) must be an integer >= 1, got {m!r}")
+    elif any((not isinstance(k, int)) or k < 1 or k > m for k in ks):
+        problems.append(f"every k in ks must satisfy 1 <= k <= m={m}, got {list(ks)}")
+    if mode not in EXTRACTION_MODES:
+        problems.append(f"extraction_mode {mode!r} is not one of {list(EXTRACTION_MODES)}")
+    if not records:
+        problems.append("no records to evaluate")
+    if problems:
+        raise ValueError("evaluate_reasoning: " + "; ".join(problems))
+
+
+def evaluate_reasoning(
+    backend: GenerationBackend,
+    records: Sequence[ReasoningRecord],
+    methods: Sequence[str] = METHODS,
+    ks: Sequence[int] | None = None,
+    num_paths: int | None = None,
+    extraction_mode: str = "auto",
+    prompt_settings: PromptSettings | None = None,
+    sampling: SamplingParams = DEFAULT_SAMPLING,
+    greedy_max_new_tokens: int | None = None,
+    agreement_max_new_tokens: int | None = None,
+    fewshot_pool: Sequence[ReasoningRecord] = (),
+    cache_path: str | Path | None = None,
+    chunk_size: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate greedy CoT, Self-Consistency and Self-Agreement on ``records``.
+
+    Args:
+        backend: any :class:`GenerationBackend`.
+        records: the questions (see :func:`inference.reasoning_records.load_reasoning_records`).
+        methods: a subset of ``("greedy", "sc", "sa")``.
+        ks: path counts for maj@k / agree@k (each ``1 <= k <= m``); default ``[m]``.
+        num_paths: m, the number of sampled paths per question; default ``max(ks)`` or
+            ``sampling.n``.
+        extraction_mode: ``strict``, ``flexible`` or ``auto`` (see :mod:`inference.extraction`).
+        prompt_settings: chat on/off, scenario grid, templates, stop strings.
+        sampling: temperature / top_p / top_k / seed / max_new_tokens for the paths (``n`` is replaced
+            by m; ``stop`` by the prompt settings' stop strings).
+        greedy_max_new_tokens / agreement_max_new_tokens: budgets of the greedy calls (default: the
+            sampling budget).
+        fewshot_pool: solved records to draw exemplars from when ``prompt_settings.num_fewshot > 0``.
+        cache_path: JSONL sample cache, reused when present (None keeps it in memory).
+        chunk_size: questions per backend call (the cache is appended after each).
+        progress: show a rich progress bar.
+
+    Answers are extracted with each record's own answer type (number / choice / yes-no / text), for
+    SC's vote and for scoring alike; the "answer format unknown" scenario changes only the prompts.
+
+    Returns:
+        A dict with
+
+        - ``metrics[key]`` for ``key`` in ``greedy``, ``sc@k``, ``sa@k``: ``accuracy``, ``correct``,
+          ``num_questions``, ``parse_failure_rate`` (answer is None), ``tokens_per_question``
+          (``prompt`` / ``completion`` / ``total``; a shared prompt counts once per request, SA adds
+          its agreement call to the sampling cost), ``calls_per_question`` (1, k, k + 1), and for
+          ``sc@k`` also ``path_parse_failure_rate``;
+        - ``per_task[task][key]``: ``accuracy``, ``num_questions``, ``parse_failure_rate``;
+        - ``settings``: backend description (model id, chat-template hash...), methods, ks, m,
+          extraction mode, chat on/off, the scenario grid, pool kind and task counts, the full prompt
+          settings, and the sampling / greedy / agreement parameters;
+        - ``cache``: path, entries, hits, misses and ``generated_prompts`` per call kind;
+        - ``samples``: one row per question (gold, greedy text/pred, every path's text/pred,
+          ``sc[k]`` votes, ``sa[k]`` text/pred), written to ``samples.jsonl`` by :func:`write_results`.
+    """
+    methods = list(dict.fromkeys(methods))
+    if ks is None:
+        ks = [num_paths or sampling.n]
+    ks = sorted(set(ks))
+    m = num_paths if num_paths is not None else max(ks, default=sampling.n)
+    _validate(methods, ks, m, extraction_mode, records)
+    settings = prompt_settings or PromptSettings()
+    stop = tuple(settings.stop_strings())
+    path_params = sampling.replace(n=m, stop=stop)
+    greedy_params = SamplingParams(
+        n=1, temperature=0.0, max_new_tokens=greedy_max_new_tokens or sampling.max_new_tokens, stop=stop
+    )
+    agree_params = greedy_params.replace(max_new_tokens=agreement_max_new_tokens or sampling.max_new_tokens)
+    cache = SampleCache(cache_path)
+    prompts = [build_cot_prompt(r, settings, fewshot_pool) for r in records]
+    items = [(r.id, p) for r, p in zip(records, prompts)]
+    need_paths = "sc" in methods or "sa" in methods
+    bar = _Progress(progress)
+    generated = {"greedy": 0, "paths": 0, "agreement": 0}  # prompts sent to the backend, per kind
+
+    def run(kind: str, stage: str, its: Sequence, params: SamplingParams) -> list[list[Completion]]:
+        misses = cache.misses
+        out = generate_cached(backend, cache, kind, its, params, chunk_size, bar.stage(stage, len(its)))
+        generated[kind] += cache.misses - misses
+        return out
+
+    greedy: list[list[Completion]] = []
+    paths: list[list[Completion]] = []
+    agreements: dict[int, list[list[Completion]]] = {}
+    with bar.running():
+        if "greedy" in methods:
+            greedy = run("greedy", "greedy CoT", items, greedy_params)
+        if need_paths:
+            paths = run("paths", f"sample m={m}", items, path_params)
+        path_preds = [[_extract(c.text, r, extraction_mode) for c in g] for r, g in zip(records, paths)]
+        if "sa" in methods:
+            for k in ks:
+                agree_items = [
+                    (r.id, build_agreement_prompt(r, [c.text for c in g[:k]], settings))
+                    for r, g in zip(records, paths)
+                ]
+                agreements[k] = run("agreement", f"agreement k={k}", agree_items, agree_params)
+
+    metrics: dict[str, dict[str, Any]] = {}
+    per_q: dict[str, list[dict[str, Any]]] = {}  # method key -> per-question outcomes
+    rows: list[dict[str, Any]] = []
+    for qi, rec in enumerate(records):
+        row: dict[str, Any] = {
+            "id": rec.id,
+            "task": rec.task,
+            "answer_type": rec.answer_type,
+            "question": rec.question,
+            "choices": list(rec.choices),
+            "gold": rec.gold,
+        }
+        if greedy:
+            c = greedy[qi][0]
+            pred = _extract(c.text, rec, extraction_mode)
+            cost = group_token_cost(greedy[qi])
+            per_q.setdefault("greedy", []).append(
+                {
+                    "pred": pred,
+                    "correct": is_correct(pred, rec.gold),
+                    "cost": cost,
+                    "calls": 1,
+                    "task": rec.task,
+                }
+            )
+            row["greedy"] = {"text": c.text, "pred": pred, "correct": is_correct(pred, rec.gold), **cost}
+        if paths:
+            row["paths"] = [
+                {
+                    "text": c.text,
+                    "pred": p,
+                    "completion_tokens": c.completion_tokens,
+                    "finish_reason": c.finish_reason,
+                }
+                for c, p in zip(paths[qi][:m], path_preds[qi])
+            ]
+        for k in ks:
+            if not paths:
+                break
+            path_cost = group_token_cost(paths[qi][:k])
+            unparsed = sum(p is None for p in path_preds[qi][:k])
+            if "sc" in methods:
+                vote = self_consistency(path_preds[qi], k)
+                ok = is_correct(vote.answer, rec.gold)
+                per_q.setdefault(f"sc@{k}", []).append(
+                    {
+                        "pred": vote.answer,
+                        "correct": ok,
+                        "cost": path_cost,
+                        "calls": k,
+                        "task": rec.task,
+                        "path_unparsed": unparsed,
+                    }
+                )
+                row.setdefault("sc", {})[str(k)] = {"pred": vote.answer, "correct": ok, "votes": vote.votes}
+            if "sa" in methods:
+                a = agreements[k][qi][0]
+                pred = _extract(a.text, rec, extraction_mode)
+                ok = is_correct(pred, rec.gold)
+                cost = _add_cost(path_cost, group_token_cost(agreements[k][qi]))
+                per_q.setdefault(f"sa@{k}", []).append(
+                    {"pred": pred, "correct": ok, "cost": cost, "calls": k + 1, "task": rec.task}
+                )
+                row.setdefault("sa", {})[str(k)] = {"text": a.text, "pred": pred, "correct": ok, **cost}
+        rows.append(row)
+
+    tasks = sorted({r.task for r in records})
+    per_task: dict[str, dict[str, Any]] = {t: {} for t in tasks}
+    for key, outs in per_q.items():
+        n = len(outs)
+        entry: dict[str, Any] = {
+            "accuracy": sum(o["correct"] for o in outs) / n,
+            "correct": sum(o["correct"] for o in outs),
+            "num_questions": n,
+            "parse_failure_rate": sum(o["pred"] is None for o in outs) / n,
+            "tokens_per_question": {
+                "prompt": statistics.fmean(o["cost"]["prompt_tokens"] for o in outs),
+                "completion": statistics.fmean(o["cost"]["completion_tokens"] for o in outs),
+                "total": statistics.fmean(o["cost"]["total_tokens"] for o in outs),
+            },
+            "calls_per_question": statistics.fmean(o["calls"] for o in outs),
+        }
+        if key.startswith("sc@"):
+            k = int(key[3:])
+            entry["path_parse_failure_rate"] = sum(o["path_unparsed"] for o in outs) / (n * k)
+        metrics[key] = entry
+        for t in tasks:
+            sub = [o for o in outs if o["task"] == t]
+            if sub:
+                per_task[t][key] = {
+                    "accuracy": sum(o["correct"] for o in sub) / len(sub),
+                    "num_questions": len(sub),
+                    "parse_failure_rate": sum(o["pred"] is None for o in sub) / len(sub),
+                }
+
+    task_counts = {t: sum(r.task == t for r in records) for t in tasks}
+    result_settings = {
+        "backend": backend.describe(),
+        "methods": methods,
+        "ks": list(ks),
+        "num_paths": m,
+        "extraction_mode": extraction_mode,
+        "chat_template": settings.chat,
+        "question_type_known": settings.question_type_known,
+        "answer_format_known": settings.answer_format_known,
+        "pool": "single-task" if len(tasks) == 1 else "mixed-task",
+        "tasks": task_counts,
+        "prompt": settings.to_dict(),
+        "sampling": path_params.to_dict(),
+        "greedy": greedy_params.to_dict(),
+        "agreement": agree_params.to_dict(),
+        "num_questions": len(records),
+    }
+    return {
+        "metrics": metrics,
+        "per_task": per_task,
+        "settings": result_settings,
+        "cache": {
+            "path": str(cache_path) if cache_path is not None else None,
+            "entries": len(cache),
+            "hits": cache.hits,
+            "misses": cache.misses,
+            "generated_prompts": generated,
+        },
+        "samples": rows,
+    }
+
+
+def flat_metrics(results: dict[str, Any], prefix: str = "reasoning/") -> dict[str, float]:
+    """``{"reasoning/sc@5/accuracy": ..., ...}`` for loggers and Hydra's ``optimized_metric``."""
+    out: dict[str, float] = {}
+    for key, m in results["metrics"].items():
+        out[f"{prefix}{key}/accuracy"] = float(m["accuracy"])
+        out[f"{prefix}{key}/parse_failure_rate"] = float(m["parse_failure_rate"])
+        out[f"{prefix}{key}/tokens_per_question"] = float(m["tokens_per_question"]["total"])
+    return out
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``results.json`` (everything but the rows) and ``samples.jsonl`` (one row per question).
+
+    Both are written to temporary files and renamed, so no half-written file is left behind.
+    """
+    out = Path(out_dir)
+    res_path, rows_path = out / "results.json", out / "samples.jsonl"
+    summary = {k: v for k, v in results.items() if k != "samples"}
+    _atomic_write(rows_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results["samples"]))
+    _atomic_write(res_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return res_path, rows_path
+
+
+def _method_sort_key(key: str) -> tuple[int, int]:
+    if key == "greedy":
+        return (0, 0)
+    name, k = key.split("@")
+    return (1 if name == "sc" else 2, int(k))
+
+
+def results_table(results: dict[str, Any]) -> Any:
+    """A ``rich.table.Table`` with one row per method (and per-task accuracy columns for mixed pools)."""
+    from rich.table import Table
+
+    s = results["settings"]
+    title = (
+        f"{s['backend'].get('model_id', '?')} | {s['num_questions']} questions ({s['pool']}) | "
+        f"chat={s['chat_template']} extraction={s['extraction_mode']} "
+        f"qtype_known={s['question_type_known']} format_known={s['answer_format_known']}"
+    )
+    table = Table(title=title)
+    for col in ("method", "accuracy", "parse fail", "tokens/q", "calls/q"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    tasks = list(results["per_task"]) if len(results["per_task"]) > 1 else []
+    for t in tasks:
+        table.add_column(t, justify="right")
+    for key in sorted(results["metrics"], key=_method_sort_key):
+        m = results["metrics"][key]
+        cells = [
+            key,
+            f"{100 * m['accuracy']:.1f}%",
+            f"{100 * m['parse_failure_rate']:.1f}%",
+            f"{m['tokens_per_question']['total']:.0f}",
+            f"{m['calls_per_question']:.0f}",
+        ]
+        for t in tasks:
+            pt = results["per_task"][t].get(key)
+            cells.append(f"{100 * pt['accuracy']:.1f}%" if pt else "-")
+        table.add_row(*cells)
+    return table
+
+
+def print_results_table(results: dict[str, Any], console: Any = None) -> None:
+    """Print :func:`results_table` to ``console`` (a new rich Console by default)."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console()
+    console.print(results_table(results))

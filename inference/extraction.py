@@ -1,0 +1,256 @@
+"""Answer extraction from free-form model outputs (pure functions).
+
+Three modes, the first two as in lm-evaluation-harness' GSM8K filters:
+
+- ``strict``: only an explicit answer statement counts: ``#### X``, ``The answer is X``,
+  ``Answer: X`` or ``\\boxed{X}`` (the first one in the text);
+- ``flexible``: the last answer-looking token anywhere in the text (the last number, the last option
+  letter, the last yes/no);
+- ``auto``: ``strict`` when an explicit statement is present, else ``flexible``.
+
+Every extractor returns a *normalised* answer string (see :func:`normalize_answer`) or ``None`` when
+nothing parses; evaluators count ``None`` as a parse failure.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+from fractions import Fraction
+
+ANSWER_TYPES = ("number", "choice", "yesno", "text")
+EXTRACTION_MODES = ("strict", "flexible", "auto")
+
+# A number: optional sign (not glued to a preceding word/digit, so "5-3" is 5 and 3), optional "$",
+# digits with optional thousands commas and decimals, or a bare ".5"; optionally a fraction "/d".
+_NUM = (
+    r"(?:(?<![\w])[-\u2212+])?\$?\s?"
+    r"(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?:\s?/\s?\d+(?:\.\d+)?)?"
+)
+_NUM_RE = re.compile(_NUM)
+_LEAD = r"(?:\*\*|\$|\\\(|\s)*"  # markdown bold, "$", "\(" between the cue and the value
+
+_STATEMENT_CUES = [
+    r"####\s*",
+    r"\b(?:the\s+)?(?:final\s+)?answer\s+is\s*[:=]?\s*",
+    r"\bfinal\s+answer\s*[:=]\s*",
+    r"(?:^|\n)\s*(?:\*\*)?answer(?:\*\*)?\s*[:=]\s*",
+    r"\\boxed\{\s*",
+]
+_STATEMENT_RE = [re.compile(c + _LEAD, re.IGNORECASE) for c in _STATEMENT_CUES]
+
+
+def _statements(text: str) -> list[str]:
+    """Explicit answer statements in order of appearance: the text right after each cue."""
+    found = [(m.start(), text[m.end() :]) for rx in _STATEMENT_RE for m in rx.finditer(text)]
+    return [after for _, after in sorted(found, key=lambda x: x[0])]
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(f"Unknown extraction mode {mode!r}; choose one of {list(EXTRACTION_MODES)}")
+
+
+# ---------------------------------------------------------------- numbers
+def normalize_number(raw: str) -> str | None:
+    """Canonical string for a number: ``"$1,000.50"`` -> ``"1000.5"``, ``"3/4"`` -> ``"0.75"``.
+
+    Integers print without a decimal point; other terminating decimals print in shortest decimal form;
+    non-terminating fractions print as a reduced ``"p/q"``. Returns None if ``raw`` is not a number.
+    """
+    s = raw.strip().replace("\u2212", "-").replace("$", "").replace(",", "").replace(" ", "")
+    s = s.rstrip(".")
+    if s.startswith("+"):
+        s = s[1:]
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            value = Fraction(num) / Fraction(den)
+        else:
+            value = Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if value.denominator == 1:
+        return str(value.numerator)
+    den = value.denominator
+    for p in (2, 5):
+        while den % p == 0:
+            den //= p
+    if den != 1:
+        return f"{value.numerator}/{value.denominator}"
+    # Terminating decimal: print exactly, without trailing zeros.
+    sign = "-" if value < 0 else ""
+    value = abs(value)
+    whole = value.numerator // value.denominator
+    frac = value - whole
+    digits = []
+    while frac:
+        frac *= 10
+        d = frac.numerator // frac.denominator
+        digits.append(str(d))
+        frac -= d
+    return f"{sign}{whole}." + "".join(digits)
+
+
+def _numbers(text: str) -> list[str]:
+    return [m.group(0) for m in _NUM_RE.finditer(text)]
+
+
+def extract_number(text: str, mode: str = "auto") -> str | None:
+    """The numeric answer in ``text`` (normalised), or None."""
+    _check_mode(mode)
+    if mode in ("strict", "auto"):
+        for after in _statements(text):
+            m = _NUM_RE.match(after)
+            if m:
+                return normalize_number(m.group(0))
+        if mode == "strict":
+            return None
+    nums = _numbers(text)
+    return normalize_number(nums[-1]) if nums else None
+
+
+# ---------------------------------------------------------------- multiple choice
+def choice_letters(num_choices: int) -> str:
+    """``"ABCD"`` for 4 choices."""
+    if not 1 <= num_choices <= 26:
+        raise ValueError(f"num_choices must be in 1..26, got {num_choices}")
+    return string.ascii_uppercase[:num_choices]
+
+
+def _norm_text(s: str) -> str:
+    s = s.lower().strip()
+    s = "".join(ch for ch in s if ch not in string.punctuation)
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def extract_choice(
+    text: str,
+    num_choices: int,
+    mode: str = "auto",
+    choices: Sequence[str] | None = None,
+) -> str | None:
+    """The option letter (``"A"``...) chosen in ``text``, or None.
+
+    ``strict`` reads an explicit statement (``The answer is (B)``, ``#### C``, ``Answer: B``); when
+    ``choices`` are given, a statement quoting exactly one option's text maps to its letter.
+    ``flexible`` takes the last option-looking mention: ``(B)``, ``option B``, ``B)``, ``B.`` / ``B:``
+    at the start of a line, or a reply that is just the letter.
+    """
+    _check_mode(mode)
+    letters = choice_letters(num_choices)
+    cls = f"[{letters}{letters.lower()}]"
+    if mode in ("strict", "auto"):
+        for after in _statements(text):
+            m = re.match(rf"(?:option\s+|choice\s+)?([\(\[])?({cls})(?![\w])", after, re.IGNORECASE)
+            # A lower-case letter counts only bracketed or ending the statement ("answer: d."), so the
+            # article in "the answer is a tough one" is not read as option A.
+            if m and (
+                m.group(2).isupper() or m.group(1) or re.match(r"\s*(?:$|[.)\],;:\n])", after[m.end() :])
+            ):
+                return m.group(2).upper()
+            if choices:
+                phrase = _norm_text(re.split(r"[.\n]", after, maxsplit=1)[0])
+                hits = [i for i, c in enumerate(choices) if _norm_text(c) == phrase]
+                if len(hits) == 1 and hits[0] < len(letters):
+                    return letters[hits[0]]
+        if mode == "strict":
+            return None
+    up = f"[{letters}]"
+    patterns = [
+        rf"[\(\[]({up})[\)\]]",
+        rf"\b(?:option|choice)\s+({up})\b",
+        rf"(?:^|\n)\s*({up})[\).:](?=\s|$)",
+        rf"(?<![\w(])({up})\)",
+    ]
+    best: tuple[int, str] | None = None
+    for p in patterns:
+        for m in re.finditer(p, text, re.IGNORECASE if "option" in p else 0):
+            if best is None or m.start(1) > best[0]:
+                best = (m.start(1), m.group(1).upper())
+    if best is not None:
+        return best[1]
+    bare = text.strip().strip(".:*)( ")
+    if len(bare) == 1 and bare.upper() in letters:
+        return bare.upper()
+    return None
+
+
+# ---------------------------------------------------------------- yes / no
+_YN_RE = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def extract_yes_no(text: str, mode: str = "auto") -> str | None:
+    """``"yes"`` or ``"no"``, or None."""
+    _check_mode(mode)
+    if mode in ("strict", "auto"):
+        for after in _statements(text):
+            m = re.match(r"\s*(yes|no)\b", after, re.IGNORECASE)
+            if m:
+                return m.group(1).lower()
+        if mode == "strict":
+            return None
+    hits = _YN_RE.findall(text)
+    return hits[-1].lower() if hits else None
+
+
+# ---------------------------------------------------------------- free text
+def extract_text(text: str, mode: str = "auto") -> str | None:
+    """A short free-text answer: the statement's phrase (strict) or the last non-empty line (flexible)."""
+    _check_mode(mode)
+    if mode in ("strict", "auto"):
+        for after in _statements(text):
+            phrase = _norm_text(re.split(r"[.\n]", after, maxsplit=1)[0])
+            if phrase:
+                return phrase
+        if mode == "strict":
+            return None
+    lines = [ln for ln in text.splitlines() if _norm_text(ln)]
+    return _norm_text(lines[-1]) if lines else None
+
+
+# ---------------------------------------------------------------- dispatch
+def extract_answer(
+    text: str,
+    answer_type: str = "number",
+    mode: str = "auto",
+    num_choices: int | None = None,
+    choices: Sequence[str] | None = None,
+) -> str | None:
+    """Extract a normalised answer of ``answer_type`` from ``text``; None on parse failure."""
+    if answer_type == "number":
+        return extract_number(text, mode)
+    if answer_type == "choice":
+        if num_choices is None:
+            num_choices = len(choices) if choices else 0
+        if not num_choices:
+            raise ValueError("Multiple-choice extraction needs num_choices or choices")
+        return extract_choice(text, num_choices, mode, choices)
+    if answer_type == "yesno":
+        return extract_yes_no(text, mode)
+    if answer_type == "text":
+        return extract_text(text, mode)
+    raise ValueError(f"Unknown answer_type {answer_type!r}; choose one of {list(ANSWER_TYPES)}")
+
+
+def normalize_answer(value: str, answer_type: str) -> str | None:
+    """Normalise a *gold* answer for comparison with extracted ones."""
+    if answer_type == "number":
+        return normalize_number(value)
+    if answer_type == "choice":
+        v = value.strip().strip("()[]. ").upper()
+        return v if len(v) == 1 and v.isalpha() else None
+    if answer_type == "yesno":
+        v = value.strip().strip(".!").lower()
+        return {"yes": "yes", "no": "no", "true": "yes", "false": "no"}.get(v)
+    if answer_type == "text":
+        return _norm_text(value) or None
+    raise ValueError(f"Unknown answer_type {answer_type!r}; choose one of {list(ANSWER_TYPES)}")
+
+
+def is_correct(pred: str | None, gold: str | None) -> bool:
+    """Both normalised and equal (a parse failure is never correct)."""
+    return pred is not None and gold is not None and pred == gold

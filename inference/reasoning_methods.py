@@ -1,0 +1,103 @@
+"""Greedy chain-of-thought, Self-Consistency and Self-Agreement over one cached set of paths.
+
+- Greedy CoT: one greedy decode of the CoT prompt.
+- Self-Consistency (Wang et al. 2022, arXiv 2203.11171): sample m paths, extract each path's answer
+  and take the majority; ties go to the answer seen first, unparsed paths do not vote.
+- Self-Agreement (Lin et al., arXiv 2311.08154): put the question and the m paths into one more
+  prompt asking which answer most paths agree on, decode it greedily with the same model, and score
+  that output with the extractor (which is used only to score, never to select).
+
+``maj@k`` / ``agree@k`` use the first k of the m cached paths, so every k comes from one sampling run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from inference.backends.base import Completion, GenerationBackend, Prompt
+from inference.sample_cache import SampleCache, cache_key
+from inference.sampling import SamplingParams
+
+#: Called with the number of questions just finished (progress bars).
+ProgressFn = Callable[[int], None]
+
+
+@dataclass
+class VoteResult:
+    """Outcome of a majority vote."""
+
+    answer: str | None
+    votes: dict[str, int]
+    num_parsed: int
+
+
+def majority_vote(answers: Sequence[str | None]) -> VoteResult:
+    """Most frequent non-None answer; ties are broken by first occurrence; None if nothing parsed."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return VoteResult(None, {}, 0)
+    top = max(counts.values())
+    first = next(a for a in answers if a is not None and counts[a] == top)
+    ordered = {a: counts[a] for a in dict.fromkeys(a for a in answers if a is not None)}
+    return VoteResult(first, ordered, sum(counts.values()))
+
+
+def self_consistency(answers: Sequence[str | None], k: int) -> VoteResult:
+    """SC answer from the first ``k`` paths' extracted answers (``maj@k``)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > len(answers):
+        raise ValueError(f"k={k} exceeds the {len(answers)} available paths")
+    return majority_vote(answers[:k])
+
+
+def generate_cached(
+    backend: GenerationBackend,
+    cache: SampleCache,
+    kind: str,
+    items: Sequence[tuple[str, Prompt]],
+    params: SamplingParams,
+    chunk_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> list[list[Completion]]:
+    """Completions for ``(question_id, prompt)`` items, from the cache where present.
+
+    Missing items are generated in chunks of ``chunk_size`` prompts; each chunk is appended to the cache
+    as soon as it is done, so an interrupted run resumes where it stopped.
+    """
+    model_id = backend.model_id  # read once: for HF backends it hashes weights
+    keys = [cache_key(kind, qid, model_id, params, prompt) for qid, prompt in items]
+    out: list[list[Completion] | None] = [cache.get(k, params.n) for k in keys]
+    done = sum(o is not None for o in out)
+    if progress is not None and done:
+        progress(done)
+    todo = [i for i, o in enumerate(out) if o is None]
+    for start in range(0, len(todo), chunk_size):
+        idx = todo[start : start + chunk_size]
+        groups = backend.generate([items[i][1] for i in idx], params)
+        if len(groups) != len(idx) or any(len(g) != params.n for g in groups):
+            raise RuntimeError(
+                f"{type(backend).__name__}.generate returned {[len(g) for g in groups]} completions for "
+                f"{len(idx)} prompts with n={params.n}"
+            )
+        cache.put_many(
+            [
+                {
+                    "key": keys[i],
+                    "kind": kind,
+                    "qid": items[i][0],
+                    "model": model_id,
+                    "params": params.cache_fields(),
+                    "prompt": items[i][1],
+                    "completions": g,
+                }
+                for i, g in zip(idx, groups)
+            ]
+        )
+        for i, g in zip(idx, groups):
+            out[i] = g
+        if progress is not None:
+            progress(len(idx))
+    return [o for o in out if o is not None]
