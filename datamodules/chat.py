@@ -18,7 +18,7 @@ from datamodules.base import TokenDataModule, fingerprint, split_indices
 from datamodules.chat_format import ROLES, normalise_messages
 from datamodules.chat_masks import MaskPolicy, tokenize_chat
 from datamodules.collate import PadCollator
-from datamodules.records import read_records
+from datamodules.records import Record, read_records
 from lightning_modules.components.backbone import load_tokenizer
 from utils.errors import ConfigError, DataError
 
@@ -87,11 +87,16 @@ class ChatDataModule(TokenDataModule):
             self.train_dataset, self.val_dataset = train.select(tr), train.select(va)
         self.collate = PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
+    def to_messages(self, record: Record) -> list[dict[str, str]]:
+        """One record as chat messages. Subclasses override this to train on other record formats
+        (e.g. reasoning ``{"question", "answer"}`` pairs rendered with the evaluation prompt)."""
+        return normalise_messages(record)
+
     def _tokenized(self, path: str) -> datasets.Dataset:
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code)
         records = read_records(path, split=self.split)
-        conversations = [normalise_messages(r) for r in records]
+        conversations = [self.to_messages(r) for r in records]
         raw = datasets.Dataset.from_dict(
             {"messages": conversations, "location": [r.location for r in records]}
         )

@@ -1,8 +1,7 @@
 """Train Quartet's small byte-level BPE tokenizer (``assets/tokenizer/``) from text in the repo.
 
-The tokenizer is trained on the bundled chat dialogues plus every ``*.jsonl``/``*.txt`` file under
-``data/`` (so the reasoning problems and the LM corpus are covered too), and ships with a chat
-template. Byte-level BPE means any text can be encoded, so users' own data works with it as well.
+The tokenizer is trained on the bundled chat dialogues, reasoning problems and LM corpus
+(``data/{chat,reasoning,corpus}``), and ships with a chat template. Byte-level BPE means any text can be encoded, so users' own data works with it as well.
 
 Special tokens: ``<|begin_of_text|>`` (bos), ``<|end_of_text|>``, ``<|pad|>``, the role headers
 ``<|system|>``, ``<|user|>``, ``<|assistant|>`` and the end-of-turn marker ``<|end|>``, which is the
@@ -41,11 +40,14 @@ CHAT_TEMPLATE = (
 )
 
 
+# The bundled sources the tokenizer is trained on (data made from the model's outputs, such as CaPO
+# pairs, is left out so the tokenizer never depends on itself).
+SOURCES = ("chat", "reasoning", "corpus")
+
+
 def iter_texts(data_dir: Path) -> Iterator[str]:
-    """Yield every string found in the JSONL records and text files under ``data_dir``."""
-    for path in sorted(data_dir.rglob("*")):
-        if "cache" in path.parts:
-            continue
+    """Yield every string found in the JSONL records and text files of the bundled sources."""
+    for path in sorted(p for src in SOURCES for p in (data_dir / src).rglob("*")):
         if path.suffix == ".txt":
             yield from path.read_text().splitlines()
         elif path.suffix == ".jsonl":
