@@ -47,7 +47,8 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
 @pytest.mark.slow
 def test_fsdp_two_processes_resume_from_sharded_checkpoint_exactly(tmp_path):
     full, crashed = tmp_path / "full", tmp_path / "crashed"
-    args = ["trainer=fsdp", *COMMON, "export=true"]
+    # num_workers > 0 as well: the sampler state must survive worker processes under sharding.
+    args = ["trainer=fsdp", *COMMON, "export=true", "data.num_workers=1"]
     ok = run_script("train.py", [*args, f"hydra.run.dir={full}"])
     assert ok.returncode == 0, ok.stderr[-3000:]
     first = run_script("train.py", [*args, *CRASH, f"hydra.run.dir={crashed}"])
