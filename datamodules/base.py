@@ -90,6 +90,34 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[list[int], li
     return sorted(perm[n_val:]), sorted(perm[:n_val])
 
 
+def cached_map(
+    raw: Any,
+    fn: Any,
+    key: str,
+    cache_dir: str | None,
+    prefix: str,
+    desc: str,
+    num_proc: int | None = None,
+    batch_size: int = 1000,
+) -> Any:
+    """``raw.map(fn, batched=True)`` into an Arrow cache file ``<cache_dir>/<prefix>-<key>.arrow``, so the
+    same data with the same settings is tokenised once; ``cache_dir=None`` keeps it in memory."""
+    cache_file = None
+    if cache_dir:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file = str(Path(cache_dir) / f"{prefix}-{key}.arrow")
+    return raw.map(
+        fn,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=raw.column_names,
+        cache_file_name=cache_file,
+        new_fingerprint=key,
+        num_proc=num_proc,
+        desc=desc,
+    )
+
+
 def fingerprint(*parts: Any) -> str:
     """A short, stable hash of JSON-able parts (file paths are keyed by size and mtime too)."""
     items = []

@@ -14,7 +14,7 @@ from typing import Any
 
 import datasets
 
-from datamodules.base import TokenDataModule, fingerprint, split_indices
+from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.chat_format import ROLES, normalise_messages
 from datamodules.chat_masks import MaskPolicy, tokenize_chat
 from datamodules.collate import PadCollator
@@ -92,6 +92,10 @@ class ChatDataModule(TokenDataModule):
         (e.g. reasoning ``{"question", "answer"}`` pairs rendered with the evaluation prompt)."""
         return normalise_messages(record)
 
+    def cache_key_parts(self) -> list:
+        """Settings of a subclass that change ``to_messages``' output, so they key the token cache."""
+        return []
+
     def _tokenized(self, path: str) -> datasets.Dataset:
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code)
@@ -101,6 +105,8 @@ class ChatDataModule(TokenDataModule):
             {"messages": conversations, "location": [r.location for r in records]}
         )
         key = fingerprint(
+            type(self).__qualname__,
+            self.cache_key_parts(),
             path,
             self.tokenizer_name,
             self.tokenizer.chat_template,
@@ -112,10 +118,6 @@ class ChatDataModule(TokenDataModule):
             self.truncation,
             self.on_empty_mask,
         )
-        cache_file = None
-        if self.cache_dir:
-            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-            cache_file = str(Path(self.cache_dir) / f"chat-{key}.arrow")
         tokenizer, policy, max_length = self.tokenizer, self.policy, self.max_length
         truncation, skip = self.truncation, self.on_empty_mask == "skip"
 
@@ -133,14 +135,8 @@ class ChatDataModule(TokenDataModule):
                     out["labels"].append(enc["labels"])
             return out
 
-        ds = raw.map(
-            encode,
-            batched=True,
-            remove_columns=raw.column_names,
-            cache_file_name=cache_file,
-            new_fingerprint=key,
-            num_proc=self.num_proc,
-            desc=f"Tokenizing {Path(path).name}",
+        ds = cached_map(
+            raw, encode, key, self.cache_dir, "chat", f"Tokenizing {Path(path).name}", self.num_proc
         )
         dropped = len(raw) - len(ds)
         if dropped:

@@ -13,7 +13,7 @@ from typing import Any
 
 import datasets
 
-from datamodules.base import TokenDataModule, fingerprint, split_indices
+from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.collate import PadCollator
 from datamodules.records import read_records
 from lightning_modules.components.backbone import load_tokenizer
@@ -90,10 +90,6 @@ class LMCorpusDataModule(TokenDataModule):
             self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code)
         tok, block, eos = self.tokenizer, self.block_size, self.tokenizer.eos_token_id
         key = fingerprint(docs, self.tokenizer_name, len(tok), block)
-        cache_file = None
-        if self.cache_dir:
-            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-            cache_file = str(Path(self.cache_dir) / f"corpus-{key}.arrow")
 
         def pack(batch: dict[str, list]) -> dict[str, list]:
             stream: list[int] = []
@@ -104,15 +100,8 @@ class LMCorpusDataModule(TokenDataModule):
             return {"input_ids": chunks, "labels": chunks}
 
         raw = datasets.Dataset.from_dict({"text": docs})
-        ds = raw.map(
-            pack,
-            batched=True,
-            batch_size=1000,
-            remove_columns=["text"],
-            cache_file_name=cache_file,
-            new_fingerprint=key,
-            num_proc=self.num_proc,
-            desc=f"Packing {Path(source).name}",
+        ds = cached_map(
+            raw, pack, key, self.cache_dir, "corpus", f"Packing {Path(source).name}", self.num_proc
         )
         if len(ds) == 0:
             raise DataError(f"{source}: fewer tokens than one block of {block}; lower data.block_size")
