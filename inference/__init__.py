@@ -49,6 +49,9 @@ _EXPORTS = {
     "load_reasoning_records": "inference.reasoning_records",
     "SampleCache": "inference.sample_cache",
     "SamplingParams": "inference.sampling",
+    "ReasoningEvalSpec": "inference.reasoning_spec",
+    "merge_results": "inference.scoring",
+    "score_rows": "inference.scoring",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from inference.reasoning_methods import ProgressFn, generate_cached, self_consis
 from inference.reasoning_records import ReasoningRecord
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
+from inference.scoring import method_key_order, pool_settings, score_rows
 
 METHODS = ("greedy", "sc", "sa")
 #: Paper defaults for the paths (arXiv 2311.08154 leaves them open; see METHODS.md).
@@ -100,7 +100,7 @@ def evaluate_reasoning(
     greedy_max_new_tokens: int | None = None,
     agreement_max_new_tokens: int | None = None,
     fewshot_pool: Sequence[ReasoningRecord] = (),
-    cache_path: str | Path | None = None,
+    cache_path: str | Path | SampleCache | None = None,
     chunk_size: int = 32,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -120,7 +120,8 @@ def evaluate_reasoning(
         greedy_max_new_tokens / agreement_max_new_tokens: budgets of the greedy calls (default: the
             sampling budget).
         fewshot_pool: solved records to draw exemplars from when ``prompt_settings.num_fewshot > 0``.
-        cache_path: JSONL sample cache, reused when present (None keeps it in memory).
+        cache_path: JSONL sample cache, reused when present (None keeps it in memory); or an open
+            :class:`SampleCache`, shared across calls (e.g. one per rank under ``trainer.predict``).
         chunk_size: questions per backend call (the cache is appended after each).
         progress: show a rich progress bar.
 
@@ -141,7 +142,9 @@ def evaluate_reasoning(
           settings, and the sampling / greedy / agreement parameters;
         - ``cache``: path, entries, hits, misses and ``generated_prompts`` per call kind;
         - ``samples``: one row per question (gold, greedy text/pred, every path's text/pred,
-          ``sc[k]`` votes, ``sa[k]`` text/pred), written to ``samples.jsonl`` by :func:`write_results`.
+          ``sc[k]`` votes, ``sa[k]`` text/pred, and each outcome's correctness and token cost), written to
+          ``samples.jsonl`` by :func:`write_results`. The metrics are a pure function of these rows
+          (:func:`inference.scoring.score_rows`), so shards merge exactly (``merge_results``).
     """
     methods = list(dict.fromkeys(methods))
     if ks is None:
@@ -156,7 +159,8 @@ def evaluate_reasoning(
         n=1, temperature=0.0, max_new_tokens=greedy_max_new_tokens or sampling.max_new_tokens, stop=stop
     )
     agree_params = greedy_params.replace(max_new_tokens=agreement_max_new_tokens or sampling.max_new_tokens)
-    cache = SampleCache(cache_path)
+    cache = cache_path if isinstance(cache_path, SampleCache) else SampleCache(cache_path)
+    hits_before, misses_before = cache.hits, cache.misses
     prompts = [build_cot_prompt(r, settings, fewshot_pool) for r in records]
     items = [(r.id, p) for r, p in zip(records, prompts)]
     need_paths = "sc" in methods or "sa" in methods
@@ -186,8 +190,6 @@ def evaluate_reasoning(
                 ]
                 agreements[k] = run("agreement", f"agreement k={k}", agree_items, agree_params)
 
-    metrics: dict[str, dict[str, Any]] = {}
-    per_q: dict[str, list[dict[str, Any]]] = {}  # method key -> per-question outcomes
     rows: list[dict[str, Any]] = []
     for qi, rec in enumerate(records):
         row: dict[str, Any] = {
@@ -202,15 +204,6 @@ def evaluate_reasoning(
             c = greedy[qi][0]
             pred = _extract(c.text, rec, extraction_mode)
             cost = group_token_cost(greedy[qi])
-            per_q.setdefault("greedy", []).append(
-                {
-                    "pred": pred,
-                    "correct": is_correct(pred, rec.gold),
-                    "cost": cost,
-                    "calls": 1,
-                    "task": rec.task,
-                }
-            )
             row["greedy"] = {"text": c.text, "pred": pred, "correct": is_correct(pred, rec.gold), **cost}
         if paths:
             row["paths"] = [
@@ -229,59 +222,26 @@ def evaluate_reasoning(
             unparsed = sum(p is None for p in path_preds[qi][:k])
             if "sc" in methods:
                 vote = self_consistency(path_preds[qi], k)
-                ok = is_correct(vote.answer, rec.gold)
-                per_q.setdefault(f"sc@{k}", []).append(
-                    {
-                        "pred": vote.answer,
-                        "correct": ok,
-                        "cost": path_cost,
-                        "calls": k,
-                        "task": rec.task,
-                        "path_unparsed": unparsed,
-                    }
-                )
-                row.setdefault("sc", {})[str(k)] = {"pred": vote.answer, "correct": ok, "votes": vote.votes}
+                row.setdefault("sc", {})[str(k)] = {
+                    "pred": vote.answer,
+                    "correct": is_correct(vote.answer, rec.gold),
+                    "votes": vote.votes,
+                    "path_unparsed": unparsed,
+                    **path_cost,
+                }
             if "sa" in methods:
                 a = agreements[k][qi][0]
                 pred = _extract(a.text, rec, extraction_mode)
-                ok = is_correct(pred, rec.gold)
                 cost = _add_cost(path_cost, group_token_cost(agreements[k][qi]))
-                per_q.setdefault(f"sa@{k}", []).append(
-                    {"pred": pred, "correct": ok, "cost": cost, "calls": k + 1, "task": rec.task}
-                )
-                row.setdefault("sa", {})[str(k)] = {"text": a.text, "pred": pred, "correct": ok, **cost}
+                row.setdefault("sa", {})[str(k)] = {
+                    "text": a.text,
+                    "pred": pred,
+                    "correct": is_correct(pred, rec.gold),
+                    **cost,
+                }
         rows.append(row)
 
-    tasks = sorted({r.task for r in records})
-    per_task: dict[str, dict[str, Any]] = {t: {} for t in tasks}
-    for key, outs in per_q.items():
-        n = len(outs)
-        entry: dict[str, Any] = {
-            "accuracy": sum(o["correct"] for o in outs) / n,
-            "correct": sum(o["correct"] for o in outs),
-            "num_questions": n,
-            "parse_failure_rate": sum(o["pred"] is None for o in outs) / n,
-            "tokens_per_question": {
-                "prompt": statistics.fmean(o["cost"]["prompt_tokens"] for o in outs),
-                "completion": statistics.fmean(o["cost"]["completion_tokens"] for o in outs),
-                "total": statistics.fmean(o["cost"]["total_tokens"] for o in outs),
-            },
-            "calls_per_question": statistics.fmean(o["calls"] for o in outs),
-        }
-        if key.startswith("sc@"):
-            k = int(key[3:])
-            entry["path_parse_failure_rate"] = sum(o["path_unparsed"] for o in outs) / (n * k)
-        metrics[key] = entry
-        for t in tasks:
-            sub = [o for o in outs if o["task"] == t]
-            if sub:
-                per_task[t][key] = {
-                    "accuracy": sum(o["correct"] for o in sub) / len(sub),
-                    "num_questions": len(sub),
-                    "parse_failure_rate": sum(o["pred"] is None for o in sub) / len(sub),
-                }
-
-    task_counts = {t: sum(r.task == t for r in records) for t in tasks}
+    metrics, per_task = score_rows(rows)
     result_settings = {
         "backend": backend.describe(),
         "methods": methods,
@@ -291,23 +251,21 @@ def evaluate_reasoning(
         "chat_template": settings.chat,
         "question_type_known": settings.question_type_known,
         "answer_format_known": settings.answer_format_known,
-        "pool": "single-task" if len(tasks) == 1 else "mixed-task",
-        "tasks": task_counts,
+        **pool_settings(rows),
         "prompt": settings.to_dict(),
         "sampling": path_params.to_dict(),
         "greedy": greedy_params.to_dict(),
         "agreement": agree_params.to_dict(),
-        "num_questions": len(records),
     }
     return {
         "metrics": metrics,
         "per_task": per_task,
         "settings": result_settings,
         "cache": {
-            "path": str(cache_path) if cache_path is not None else None,
+            "path": str(cache.path) if cache.path is not None else None,
             "entries": len(cache),
-            "hits": cache.hits,
-            "misses": cache.misses,
+            "hits": cache.hits - hits_before,
+            "misses": cache.misses - misses_before,
             "generated_prompts": generated,
         },
         "samples": rows,
@@ -349,13 +307,6 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     return res_path, rows_path
 
 
-def _method_sort_key(key: str) -> tuple[int, int]:
-    if key == "greedy":
-        return (0, 0)
-    name, k = key.split("@")
-    return (1 if name == "sc" else 2, int(k))
-
-
 def results_table(results: dict[str, Any]) -> Any:
     """A ``rich.table.Table`` with one row per method (and per-task accuracy columns for mixed pools)."""
     from rich.table import Table
@@ -372,7 +323,7 @@ def results_table(results: dict[str, Any]) -> Any:
     tasks = list(results["per_task"]) if len(results["per_task"]) > 1 else []
     for t in tasks:
         table.add_column(t, justify="right")
-    for key in sorted(results["metrics"], key=_method_sort_key):
+    for key in sorted(results["metrics"], key=method_key_order):
         m = results["metrics"][key]
         cells = [
             key,

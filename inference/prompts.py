@@ -122,11 +122,19 @@ def _letters_hint(record: ReasoningRecord) -> str:
     return ", ".join(choice_letters(len(record.choices))) if record.choices else ""
 
 
+def format_solution(record: ReasoningRecord, settings: PromptSettings) -> str:
+    """A solved record's answer text: ``<rationale> The answer is X.`` (the ending per answer type).
+
+    Few-shot exemplars and the reasoning-SFT targets (``datamodules/reasoning_sft.py``) both use it, so
+    a model fine-tuned on them ends its answers the way the extractor's strict mode reads them.
+    """
+    ending = settings.answer_endings[record.answer_type].format(gold=record.gold)
+    return f"{record.rationale} {ending}".strip() if record.rationale else ending
+
+
 def format_exemplar(record: ReasoningRecord, settings: PromptSettings) -> str:
     """``Question: ...`` / ``Answer: <rationale> The answer is X.`` block for a solved example."""
-    ending = settings.answer_endings[record.answer_type].format(gold=record.gold)
-    answer = f"{record.rationale} {ending}".strip() if record.rationale else ending
-    return f"Question: {format_question(record)}\nAnswer: {answer}"
+    return f"Question: {format_question(record)}\nAnswer: {format_solution(record, settings)}"
 
 
 def select_exemplars(

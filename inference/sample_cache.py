@@ -58,16 +58,38 @@ def cache_key(kind: str, qid: str, model_id: str, params: SamplingParams, prompt
 
 
 class SampleCache:
-    """Append-only JSONL cache (or in-memory only when ``path`` is None)."""
+    """Append-only JSONL cache (or in-memory only when ``path`` is None).
 
-    def __init__(self, path: str | Path | None) -> None:
+    Args:
+        path: the file this cache appends to (created on the first write).
+        read_also: more cache files whose entries are served but never written, e.g. the other ranks'
+            files of a multi-process evaluation, so a rerun with another device count reuses every
+            sample. They are read once, here; a line that does not parse in them is skipped with a
+            warning (another process may be writing it).
+    """
+
+    def __init__(self, path: str | Path | None, read_also: Sequence[str | Path] = ()) -> None:
         self.path = Path(path) if path is not None else None
         self._entries: dict[str, dict[str, Any]] = {}
         self._truncate_to: int | None = None  # byte offset of a half-written last line to drop
         self.hits = 0
         self.misses = 0
+        for other in read_also:
+            if Path(other).is_file() and (self.path is None or Path(other).resolve() != self.path.resolve()):
+                self._load_foreign(Path(other))
         if self.path is not None and self.path.exists():
             self._load()
+
+    def _load_foreign(self, path: Path) -> None:
+        for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                entry["completions"] = [Completion.from_dict(c) for c in entry["completions"]]
+                self._entries[entry["key"]] = entry
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                log.warning("%s:%d: skipping an unreadable cache line (%s)", path, i, e)
 
     def _load(self) -> None:
         assert self.path is not None

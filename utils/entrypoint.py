@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
 from utils.errors import QuartetError
@@ -45,6 +46,11 @@ def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> flo
         metrics = fn(cfg)
     except QuartetError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    except InstantiationException as e:  # a QuartetError raised by a config's _target_ (e.g. ConfigError)
+        if not isinstance(e.__cause__, QuartetError):
+            raise
+        print(f"error: {e.__cause__}", file=sys.stderr, flush=True)
         sys.exit(2)
     name = cfg.get("optimized_metric")
     if not name:

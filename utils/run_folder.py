@@ -25,6 +25,10 @@ CONFIG_GROUPS = (
     "experiment",
     "debug",
     "hparams_search",
+    # eval.py's groups
+    "task",
+    "method",
+    "backend",
 )
 
 
@@ -70,7 +74,7 @@ def load_resume_config(cfg: DictConfig, task_overrides: list[str]) -> DictConfig
     merged = OmegaConf.merge(saved, OmegaConf.from_dotlist(plain))
     with open_dict(merged):
         merged.resume_dir = str(resume_dir)
-        merged.ckpt_path = cfg.ckpt_path or "last"
+        merged.ckpt_path = cfg.get("ckpt_path") or "last"
     return merged
 
 
