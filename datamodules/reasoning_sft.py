@@ -9,10 +9,7 @@ CoT, Self-Consistency and Self-Agreement (arXiv 2311.08154) without any prompt m
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from datamodules.chat import ChatDataModule
@@ -62,13 +59,12 @@ class ReasoningSFTDataModule(ChatDataModule):
             raise ConfigError(problems)
         self.fields = check_fields(fields)
         self.default_task = default_task
-        # The tokenised Arrow cache is keyed by the chat settings; the prompt settings shape the text
-        # too, so they get a cache sub-folder of their own.
-        if cache_dir:
-            key = json.dumps([self.prompt_settings.to_dict(), self.fields, default_task], sort_keys=True)
-            cache_dir = str(Path(cache_dir) / f"reasoning-{hashlib.sha256(key.encode()).hexdigest()[:12]}")
         kwargs.setdefault("loss_roles", ["assistant"])
         super().__init__(path=path, tokenizer=tokenizer, cache_dir=cache_dir, **kwargs)
+
+    def cache_key_parts(self) -> list:
+        # The prompt settings shape the rendered text, so they key the token cache too.
+        return [self.prompt_settings.to_dict(), self.fields, self.default_task]
 
     def to_messages(self, record: Record) -> list[dict[str, str]]:
         return sft_messages(to_reasoning_record(record, self.fields, self.default_task), self.prompt_settings)
