@@ -63,10 +63,15 @@ class CausalLMModule(L.LightningModule):
             cfg["tokenizer"], bool(cfg.get("trust_remote_code", False)), cfg.get("chat_template")
         )
         self.model = build_model(cfg, self.tokenizer)
+        self.on_model_built()
         if getattr(self, "_device_mesh", None) is not None:
             self._fully_shard(self.model)
         if self.hparams.compile:
             self.model = torch.compile(self.model)
+
+    def on_model_built(self) -> None:
+        """Hook: runs right after ``self.model`` is built, before FSDP sharding and ``torch.compile``
+        (e.g. to copy a frozen reference model that must equal the initial policy)."""
 
     def _fully_shard(self, model: torch.nn.Module) -> None:
         """FSDP2: shard each decoder block, then the root (embeddings, final norm, head)."""

@@ -1,0 +1,333 @@
+"""CaPOModule: context-aware preference optimization (Parrot, METHODS.md §1).
+
+DPO-style training on pairs whose rejected answer was produced under a corrupted context, with every
+log-prob taken under the true full context (the data's ``prompt_ids``). The objective is
+``lightning_modules/losses/capo.py``; the reference model is handled by
+``lightning_modules/components/reference.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
+
+Each step runs ONE policy forward over the concatenated [chosen; rejected] batch (2B rows), with the
+LM head applied only to response positions, plus one no-grad reference forward in the live modes.
+
+Logged metrics (TRL's names under a ``train/`` or ``val/`` prefix):
+``{train,val}/loss``, ``…/rewards/chosen``, ``…/rewards/rejected``, ``…/rewards/margins``,
+``…/rewards/accuracies``, ``…/logps/chosen``, ``…/logps/rejected``; per corruption type
+``…/rewards/accuracies/<neg_type>`` (per epoch); ``train/sft_loss`` when ``sft_weight > 0``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_modules.causal_lm import CausalLMModule
+from lightning_modules.components import reference as ref_lib
+from lightning_modules.components.logprobs import model_token_logprobs
+from lightning_modules.losses.capo import LOSS_TYPES, capo_loss
+from utils.errors import ConfigError, QuartetError
+
+# The frozen reference copy is kept in eval mode on purpose; Lightning would warn about it every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+CKPT_KEY = "capo_reference_logps"
+LOGGED = (
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "rewards/accuracies",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+class GroupTally:
+    """Sums and counts of a per-pair value by group (neg_type), reduced across ranks on demand."""
+
+    def __init__(self, names: list[str]):
+        self.names = list(names)
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64)
+        self.counts = torch.zeros(len(self.names), dtype=torch.float64)
+
+    def update(self, group_ids: torch.Tensor, values: torch.Tensor) -> None:
+        ids = group_ids.detach().cpu()
+        self.sums.index_add_(0, ids, values.detach().double().cpu())
+        self.counts.index_add_(0, ids, torch.ones_like(ids, dtype=torch.float64))
+
+    def compute_and_reset(self, reduce_sum: Any) -> dict[str, float]:
+        both = reduce_sum(torch.stack([self.sums, self.counts]).float())
+        sums, counts = both[0].cpu(), both[1].cpu()
+        self.sums.zero_()
+        self.counts.zero_()
+        return {n: float(s / c) for n, s, c in zip(self.names, sums, counts) if c > 0}
+
+
+class CaPOModule(CausalLMModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        optimizer: dict[str, Any],
+        scheduler: dict[str, Any] | None = None,
+        compile: bool = False,
+        fsdp_param_dtype: str | None = None,
+        beta: float = 0.1,
+        loss_type: str = "sigmoid",
+        label_smoothing: float = 0.0,
+        sft_weight: float = 0.0,
+        reference: str = "copy",
+        ipo_normalize_length: bool = True,
+        precompute_batch_size: int | None = None,
+        disable_dropout: bool = True,
+    ):
+        super().__init__(model, optimizer, scheduler, compile, fsdp_param_dtype)
+        problems = ref_lib.reference_config_problems(reference, self.model_cfg)
+        if loss_type not in LOSS_TYPES:
+            problems.append(f"module.loss_type={loss_type!r} must be one of {', '.join(LOSS_TYPES)}")
+        if not float(beta) > 0:
+            problems.append(f"module.beta={beta} must be > 0")
+        if not 0.0 <= float(label_smoothing) < 0.5:
+            problems.append(f"module.label_smoothing={label_smoothing} must be in [0, 0.5)")
+        elif label_smoothing and loss_type != "sigmoid":
+            problems.append(f"module.label_smoothing applies to loss_type=sigmoid only (got {loss_type})")
+        if not float(sft_weight) >= 0:
+            problems.append(f"module.sft_weight={sft_weight} must be >= 0")
+        if precompute_batch_size is not None and (
+            not isinstance(precompute_batch_size, int) or precompute_batch_size < 1
+        ):
+            problems.append(
+                f"module.precompute_batch_size={precompute_batch_size} must be a positive integer"
+            )
+        if problems:
+            raise ConfigError(problems)
+        self.hparams.update(
+            beta=float(beta),
+            loss_type=loss_type,
+            label_smoothing=float(label_smoothing),
+            sft_weight=float(sft_weight),
+            reference=reference,
+            ipo_normalize_length=ipo_normalize_length,
+            precompute_batch_size=precompute_batch_size,
+            disable_dropout=disable_dropout,
+        )
+        self.beta, self.loss_type, self.label_smoothing = float(beta), loss_type, float(label_smoothing)
+        self.sft_weight, self.reference_mode = float(sft_weight), reference
+        self.ipo_normalize_length = ipo_normalize_length
+        self.precompute_batch_size = precompute_batch_size
+        self.disable_dropout = disable_dropout
+        self.ref_model: torch.nn.Module | None = None
+        self.ref_fingerprint: str | None = None
+        self.neg_types: list[str] = []
+        self._tallies: dict[str, GroupTally] = {}
+        self._ref_columns: dict[str, dict[str, torch.Tensor]] = {}  # split -> precomputed columns
+        self._ref_keys: dict[str, str] = {}
+        self._loaded_checkpoint = False
+
+    # ---- model -------------------------------------------------------------------------------------
+    def on_model_built(self) -> None:
+        if self.disable_dropout:
+            ref_lib.disable_dropout(self.model)
+        if self.reference_mode == "adapter_off" and not ref_lib.is_peft_model(self.model):
+            raise ConfigError(["module.reference=adapter_off needs a LoRA policy (model.lora.enabled=true)"])
+        if self.reference_mode == "copy":
+            self.ref_model = ref_lib.frozen_copy(self.model)
+            if getattr(self, "_device_mesh", None) is not None:
+                self._fully_shard(self.ref_model)
+        elif self.reference_mode == "precomputed":
+            self.ref_fingerprint = ref_lib.weights_fingerprint(self.model)
+
+    def train(self, mode: bool = True) -> CaPOModule:
+        super().train(mode)
+        if self.ref_model is not None:
+            self.ref_model.eval()  # the reference never trains (no dropout)
+        return self
+
+    # ---- log-probs and loss ------------------------------------------------------------------------
+    def sequence_logps(
+        self, model: torch.nn.Module, batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed response log-probs [2B] and response token counts [2B] of a collated batch."""
+        logp, mask = model_token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        return logp.sum(-1), mask.sum(-1)
+
+    @torch.no_grad()
+    def reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """π_ref sequence log-probs [2B] (chosen rows, then rejected rows) in the configured mode."""
+        if self.reference_mode == "precomputed":
+            if REF_COLUMNS[0] not in batch:
+                raise QuartetError(
+                    "module.reference=precomputed but the batch has no reference log-probs: the pre-pass did "
+                    "not run for this data (it runs at the start of fit)"
+                )
+            return torch.cat([batch[REF_COLUMNS[0]], batch[REF_COLUMNS[1]]]).float()
+        if self.reference_mode == "copy":
+            return self.sequence_logps(self.ref_model, batch)[0]
+        with ref_lib.adapter_disabled(self.model), ref_lib.eval_mode(self.model):
+            return self.sequence_logps(self.model, batch)[0]
+
+    def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The CaPO loss of one batch and its per-pair metrics (see ``capo_loss``)."""
+        n = batch["neg_type"].shape[0]
+        ref = self.reference_logps(batch)  # first: its activations are freed before the policy's
+        logps, counts = self.sequence_logps(self.model, batch)
+        ipo_lengths = self.loss_type == "ipo" and self.ipo_normalize_length
+        loss, metrics = capo_loss(
+            logps[:n],
+            logps[n:],
+            ref[:n],
+            ref[n:],
+            beta=self.beta,
+            loss_type=self.loss_type,
+            label_smoothing=self.label_smoothing,
+            chosen_lengths=counts[:n] if ipo_lengths else None,
+            rejected_lengths=counts[n:] if ipo_lengths else None,
+        )
+        if self.sft_weight > 0:
+            sft = -logps[:n].sum() / counts[:n].sum().clamp(min=1)
+            loss = loss + self.sft_weight * sft
+            metrics["sft_loss"] = sft.detach()
+        return loss, metrics
+
+    # ---- steps -------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, metrics = self.compute_loss(batch)
+        self._log_step("train", loss, metrics, batch)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        loss, metrics = self.compute_loss(batch)
+        self._log_step("val", loss, metrics, batch)
+
+    def _log_step(
+        self, split: str, loss: torch.Tensor, metrics: dict[str, torch.Tensor], batch: dict
+    ) -> None:
+        n = batch["neg_type"].shape[0]
+        keys = [k for k in (*LOGGED, "sft_loss") if k in metrics]
+        values = torch.stack([loss.detach(), *(metrics[k].mean() for k in keys)]).unbind()
+        sync = split == "val"
+        for key, value in zip(("loss", *keys), values):
+            bar = key in ("loss", "rewards/accuracies")
+            self.log(f"{split}/{key}", value, batch_size=n, prog_bar=bar, sync_dist=sync)
+        if split in self._tallies:
+            self._tallies[split].update(batch["neg_type"], metrics["rewards/accuracies"])
+
+    def _log_by_type(self, split: str) -> None:
+        tally = self._tallies.get(split)
+        if tally is None:
+            return
+        reduce_sum = lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum")  # noqa: E731
+        for name, value in tally.compute_and_reset(reduce_sum).items():
+            self.log(f"{split}/rewards/accuracies/{name}", value, sync_dist=False)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_by_type("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_by_type("val")
+
+    # ---- setup and the reference pre-pass ----------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        types = list(getattr(dm, "neg_types", []) or [])
+        if types and types != self.neg_types:
+            self.neg_types = types
+            self._tallies = {s: GroupTally(types) for s in ("train", "val")}
+
+    def on_fit_start(self) -> None:
+        if self.reference_mode == "precomputed":
+            self._prepare_reference_columns(("train", "val"), allow_compute=not self._loaded_checkpoint)
+
+    def on_validation_start(self) -> None:
+        if self.reference_mode == "precomputed" and self.trainer.state.fn != "fit":
+            self._prepare_reference_columns(("val",), allow_compute=False)
+
+    def on_train_start(self) -> None:
+        if self.reference_mode != "precomputed":
+            return
+        ds = self.trainer.datamodule.dataset("train")
+        if ds is not None and not set(REF_COLUMNS) <= set(ds.column_names):
+            raise QuartetError(
+                "module.reference=precomputed: no reference log-probs for the training data (the checkpoint "
+                "has none and the cache is missing); resume from a checkpoint of a precomputed run or start afresh"
+            )
+
+    def _reference_key(self, dm: Any, split: str) -> str:
+        from datamodules.base import fingerprint
+
+        return fingerprint(
+            "capo-ref-v1", dm.keys[split], self.ref_fingerprint, self.model_cfg, str(self.trainer.precision)
+        )
+
+    def _prepare_reference_columns(self, splits: tuple[str, ...], allow_compute: bool) -> None:
+        """Attach precomputed reference log-probs to the datamodule's splits: from this run's memory or
+        checkpoint, else the disk cache, else (at the start of a fresh fit) a pre-pass over the data
+        with the still-initial policy. Every rank takes part in the pre-pass (FSDP needs it)."""
+        dm = self.trainer.datamodule
+        for split in splits:
+            ds = dm.dataset(split)
+            if ds is None or len(ds) == 0:
+                continue
+            key = self._reference_key(dm, split)
+            columns = self._ref_columns.get(split)
+            if columns is not None and self._ref_keys.get(split) != key and not self._loaded_checkpoint:
+                columns = None  # from another run or data; a checkpoint's own values are always kept
+            path = ref_lib.cache_path(dm.cache_dir, "capo-ref", key)
+            if columns is None:
+                columns = ref_lib.load_cached(path, key)
+            if columns is None and allow_compute:
+                rank_zero_info(f"precomputing reference log-probs for {len(ds)} {split} pairs")
+                columns = self._precompute(dm, ds)
+                if self.trainer.is_global_zero:
+                    ref_lib.save_cached(path, key, columns)
+                self.trainer.strategy.barrier("capo-ref-precompute")
+            if columns is None:
+                raise QuartetError(
+                    f"module.reference=precomputed: no cached reference log-probs for the {split} data "
+                    f"(expected {path}); run training from the start, or resume from its checkpoint"
+                )
+            if len(columns[REF_COLUMNS[0]]) != len(ds):
+                raise QuartetError(
+                    f"module.reference=precomputed: the saved reference log-probs cover "
+                    f"{len(columns[REF_COLUMNS[0]])} {split} pairs but the data has {len(ds)}; "
+                    "resume with the same data.path, or start afresh"
+                )
+            self._ref_columns[split], self._ref_keys[split] = columns, key
+            dm.set_columns(split, {k: columns[k].tolist() for k in REF_COLUMNS})
+
+    def _precompute(self, dm: Any, ds: Any) -> dict[str, torch.Tensor]:
+        batch_size = self.precompute_batch_size or dm.eval_batch_size
+        loader = dm._loader(ds, False, batch_size)
+
+        def score(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            n = batch["neg_type"].shape[0]
+            if ref_lib.is_peft_model(self.model):
+                with ref_lib.adapter_disabled(self.model):
+                    logps = self.sequence_logps(self.model, batch)[0]
+            else:
+                logps = self.sequence_logps(self.model, batch)[0]
+            return {REF_COLUMNS[0]: logps[:n], REF_COLUMNS[1]: logps[n:]}
+
+        to_device = lambda b: self.transfer_batch_to_device(b, self.device, 0)  # noqa: E731
+        with ref_lib.eval_mode(self.model):
+            return ref_lib.precompute(score, loader, len(ds), to_device)
+
+    # ---- checkpoints: the precomputed reference travels with them ----------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._ref_columns:
+            checkpoint[CKPT_KEY] = {
+                "keys": dict(self._ref_keys),
+                "columns": {s: dict(c) for s, c in self._ref_columns.items()},
+            }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._loaded_checkpoint = True
+        saved = checkpoint.get(CKPT_KEY)
+        if not saved or self.reference_mode != "precomputed":
+            return
+        self._ref_keys = dict(saved["keys"])
+        self._ref_columns = {s: dict(c) for s, c in saved["columns"].items()}
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "keys", None):
+            for split, columns in self._ref_columns.items():
+                if dm.dataset(split) is not None and len(dm.dataset(split)) == len(columns[REF_COLUMNS[0]]):
+                    dm.set_columns(split, {k: columns[k].tolist() for k in REF_COLUMNS})

@@ -1,0 +1,18 @@
+"""Data-making stages run by ``generate.py`` (``python generate.py stage=<name> ...``).
+
+A stage is a folder ``stages/<name>/`` with a ``run(cfg) -> dict`` function, plus a config
+``conf/stage/<name>.yaml`` whose ``runner`` key names that function (e.g.
+``stages.capo_negatives.runner.run``). ``run`` gets the whole composed config (``cfg.stage`` holds the
+stage's own settings; ``cfg.paths``/``cfg.seed`` are shared), writes its outputs atomically, and
+returns a JSON-able summary that ``generate.py`` saves as ``summary.json`` in the run folder.
+
+Stages:
+- ``capo_negatives``: CaPO preference pairs from multi-turn chat data (METHODS.md §1).
+
+Planned, on the same pattern: Parrot dialogue rollout, RLMEC sample / rewrite / build.
+
+Models that stages generate with are reached through ``stages.common.ChatGenerator``, a callable from
+a list of chat prompts to a list of strings, built from config by ``stages.common.build_generator``
+on top of the shared inference layer (``inference/``), so any of its backends (HF, vLLM, an
+OpenAI-compatible server) can be the generator, and tests can pass a plain function.
+"""

@@ -1,0 +1,1 @@
+"""CaPO negatives stage: context-dependence detection, context corruptions and the runner."""
