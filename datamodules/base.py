@@ -99,9 +99,11 @@ def cached_map(
     desc: str,
     num_proc: int | None = None,
     batch_size: int = 1000,
+    remove_columns: list[str] | None = None,
 ) -> Any:
     """``raw.map(fn, batched=True)`` into an Arrow cache file ``<cache_dir>/<prefix>-<key>.arrow``, so the
-    same data with the same settings is tokenised once; ``cache_dir=None`` keeps it in memory."""
+    same data with the same settings is tokenised once; ``cache_dir=None`` keeps it in memory.
+    ``remove_columns`` defaults to every input column."""
     cache_file = None
     if cache_dir:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ def cached_map(
         fn,
         batched=True,
         batch_size=batch_size,
-        remove_columns=raw.column_names,
+        remove_columns=raw.column_names if remove_columns is None else remove_columns,
         cache_file_name=cache_file,
         new_fingerprint=key,
         num_proc=num_proc,

@@ -31,7 +31,7 @@ from typing import Any
 import datasets
 import torch
 
-from datamodules.base import TokenDataModule, fingerprint, split_indices
+from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.chat_masks import IGNORE_INDEX, MaskPolicy, trainable_char_spans
 from datamodules.preference_format import BAD_REASONS, BadPairError, PreferencePair, normalise_pair
 from datamodules.records import read_records
@@ -304,10 +304,6 @@ class PreferenceDataModule(TokenDataModule):
             self.keep_neg_types,
             self.on_bad_record,
         )
-        cache_file = None
-        if self.cache_dir:
-            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
-            cache_file = str(Path(self.cache_dir) / f"preference-{key}.arrow")
         tokenizer, max_length, truncation = self.tokenizer, self.max_length, self.truncation
 
         def encode(batch: dict[str, list]) -> dict[str, list]:
@@ -331,14 +327,15 @@ class PreferenceDataModule(TokenDataModule):
                 out["bad"].append(bad)
             return out
 
-        ds = raw.map(
+        ds = cached_map(
+            raw,
             encode,
-            batched=True,
+            key,
+            self.cache_dir,
+            "preference",
+            f"Tokenizing {Path(path).name}",
+            self.num_proc,
             remove_columns=["context", "prompt_text", "chosen", "rejected"],
-            cache_file_name=cache_file,
-            new_fingerprint=key,
-            num_proc=self.num_proc,
-            desc=f"Tokenizing {Path(path).name}",
         )
         bad = ds["bad"]
         if any(bad):
