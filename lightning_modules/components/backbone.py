@@ -1,11 +1,13 @@
 """The causal-LM backbone factory: tokenizers and models from a ``model`` config.
 
-Two kinds, chosen by ``model.kind``:
+Kinds, chosen by ``model.kind``:
 - ``tiny``: a random-initialised Llama-style (or Qwen2/Mistral-style) model built from a config,
   with the tokenizer shipped in ``assets/tokenizer`` (made by ``scripts/build_tokenizer.py``).
 - ``hf``: any ``AutoModelForCausalLM`` by local folder or hub id (``model.pretrained``), with a
   dtype option and optional LoRA through peft. ``trust_remote_code`` stays off unless the user
   turns it on.
+- ``moe`` / ``moe_upcycle``: a Top-P MoE causal LM, random-initialised or upcycled from a dense HF
+  checkpoint (``lightning_modules/components/moe_backbone.py``).
 """
 
 from __future__ import annotations
@@ -65,8 +67,12 @@ def build_model(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase | Non
         model = _build_tiny(cfg, tokenizer)
     elif kind == "hf":
         model = _load_hf(cfg)
+    elif kind in ("moe", "moe_upcycle"):
+        from lightning_modules.components.moe_backbone import build_moe_model
+
+        return build_moe_model(cfg, tokenizer)  # handles its own activation checkpointing; no LoRA
     else:
-        raise ConfigError([f"model.kind={kind!r} must be 'tiny' or 'hf'"])
+        raise ConfigError([f"model.kind={kind!r} must be 'tiny', 'hf', 'moe' or 'moe_upcycle'"])
     if (cfg.get("lora") or {}).get("enabled"):
         model = apply_lora(model, cfg["lora"])
     if cfg.get("gradient_checkpointing"):
