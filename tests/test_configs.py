@@ -41,7 +41,7 @@ def test_config_option_composes_and_resolves(tmp_path, group, option, tiny_hf_di
 
 def _needs_pretrained(group: str, option: str) -> bool:
     if group == "model":
-        return option == "hf"
+        return option in ("hf", "moe_upcycle")
     if group == "experiment":
         return "pretrained: ???" in _experiment_model(option) or option.endswith("_hf")
     return False

@@ -98,3 +98,11 @@ def test_export_loads_with_transformers_and_matches_module_logits(tmp_path):
         theirs = hf(**ids).logits
     assert torch.equal(ours, theirs)
     assert (tmp_path / "hf_model" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize("model", ["hf", "moe_upcycle"])
+def test_missing_pretrained_is_a_clear_error(tmp_path, model):
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"model.pretrained is required \(set model.pretrained=...\)"):
+        train(compose_cfg([f"model={model}", "debug=default", *FAST], tmp_path))

@@ -11,6 +11,18 @@ from utils.errors import ConfigError
 REQUIRED = ("model", "module", "data", "trainer", "paths")
 
 
+def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
+    """Dotted paths of ``???`` values (interpolations that point at them are not listed twice)."""
+    out = []
+    for key in node:
+        path = f"{prefix}{key}"
+        if OmegaConf.is_missing(node, key):
+            out.append(path)
+        elif not OmegaConf.is_interpolation(node, key) and isinstance(node._get_node(key), DictConfig):
+            out += _missing_keys(node[key], f"{path}.")
+    return sorted(out)
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` listing every problem found in a training config."""
     problems: list[str] = []
@@ -19,7 +31,7 @@ def validate_train_config(cfg: DictConfig) -> None:
             problems.append(f"missing config group '{key}'")
     if problems:
         raise ConfigError(problems)
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = _missing_keys(cfg)
     problems += [f"{k} is required (set {k}=...)" for k in missing if not k.startswith("hydra")]
     model, data, trainer = cfg.model, cfg.data, cfg.trainer
     if model.get("kind") == "tiny":
@@ -32,8 +44,12 @@ def validate_train_config(cfg: DictConfig) -> None:
             problems.append(
                 f"model.hidden_size={model.hidden_size} must be divisible by model.num_heads={model.num_heads}"
             )
-    if model.get("kind") == "hf" and "pretrained" not in missing and not model.get("pretrained"):
-        problems.append("model.pretrained must name a folder or hub id for model=hf")
+    if (
+        model.get("kind") in ("hf", "moe_upcycle")
+        and "model.pretrained" not in missing
+        and not model.get("pretrained")
+    ):
+        problems.append(f"model.pretrained must name a folder or hub id for model.kind={model.get('kind')}")
     for k in ("batch_size", "eval_batch_size"):
         if data.get(k) is not None and (not isinstance(data[k], int) or data[k] < 1):
             problems.append(f"data.{k}={data[k]} must be a positive integer")
