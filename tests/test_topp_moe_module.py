@@ -213,7 +213,7 @@ def test_upcycled_dense_checkpoint_starts_from_the_dense_function(tmp_path, tiny
 
 
 def test_upcycle_without_a_checkpoint_names_the_fix(tmp_path):
-    cfg = compose_cfg(["experiment=moe_tiny_topp", "model=moe_upcycle"], tmp_path)
+    cfg = compose_cfg(["experiment=moe_tiny_topp", "model=moe_upcycle", "model.pretrained=null"], tmp_path)
     with pytest.raises(InstantiationException) as e:
         instantiate(cfg.module)
     assert "model.pretrained must name a dense" in str(e.value.__cause__)
