@@ -28,15 +28,6 @@ SHAPES = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny ops run ~5x slower with 2 threads when the other core is busy (see DESIGN.md)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_problem(tokens, hidden, inter, experts, prob, empty, seed=0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(tokens, hidden, generator=gen).requires_grad_()

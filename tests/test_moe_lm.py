@@ -27,14 +27,6 @@ from lightning_modules.losses.moe import moe_aux_loss
 VOCAB = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny_config(**overrides) -> QuartetMoEConfig:
     fields = dict(
         vocab_size=VOCAB,

@@ -16,14 +16,6 @@ from lightning_modules.losses.moe import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_balance_loss_is_one_under_uniform_routing():
     tokens, experts = 64, 8
     probs = torch.full((tokens, experts), 1.0 / experts)

@@ -16,15 +16,6 @@ from lightning_modules.components.moe import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny ops run ~5x slower with 2 threads when the other core is busy (see DESIGN.md)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def router_for_probs(probs: list[float], **kwargs) -> tuple[Router, torch.Tensor]:
     """A router with hidden size 1 whose logits for input [[1.0]] are log(probs)."""
     router = TopPRouter(1, len(probs), **kwargs)
