@@ -161,3 +161,56 @@ def test_build_judge_from_config_names_the_missing_key():
         build_judge("rating", {"backend": "hf", "path": "x", "sampling": {"temperature": -1}}, "stage.judge")
     with pytest.raises(ValueError, match="unknown judge kind 'stars'"):
         build_judge("stars", {"backend": "hf", "path": "x"})
+
+
+# ---- the capo_negatives stage's judge path --------------------------------------------------------
+def test_capo_negatives_judge_path_keeps_confirmed_turns_and_counts_failures():
+    from collections import Counter
+
+    from stages.capo_negatives.runner import build_stage_judge, find_turns, judge_turns
+
+    dialogue = [
+        {"role": "user", "content": "Name three fruits."},
+        {"role": "assistant", "content": "Pear, plum and grape."},
+        {"role": "user", "content": "What color is the first one?"},
+        {"role": "assistant", "content": "Green."},
+        {"role": "user", "content": "How does it taste?"},
+        {"role": "assistant", "content": "Mild."},
+        {"role": "user", "content": "And the other one?"},
+        {"role": "assistant", "content": "Sweet."},
+    ]
+    turns = find_turns([("d1", "f:1", dialogue)])
+    assert [t.query for t in turns] == [
+        "What color is the first one?",
+        "How does it taste?",
+        "And the other one?",
+    ]
+    replies = {
+        "What color is the first one?": "Yes. 'The first one' points back to the fruit list.",
+        "How does it taste?": "No.",
+        "And the other one?": "Maybe.",
+    }
+    seen: list = []
+
+    def reply(prompt) -> str:
+        seen.append(prompt)
+        text = last_content(prompt)
+        return next(v for q, v in replies.items() if f"The user's next message is:\n\n{q}" in text)
+
+    for on_unclear, expected in (
+        ("drop", ["What color is the first one?"]),
+        ("keep", ["What color is the first one?", "And the other one?"]),
+    ):
+        judge = YesNoJudge.from_backend(ScriptedBackend(reply), SamplingParams(max_new_tokens=8))
+        stats: Counter = Counter()
+        kept = judge_turns(turns, judge, on_unclear=on_unclear, stats=stats)
+        assert [t.query for t in kept] == expected
+        assert stats["judge_unparseable"] == 1 and stats["judge_confirmed"] == len(expected)
+        assert stats["judge_rejected"] == 3 - len(expected) and judge.counts["unparseable"] == 1
+    # the judge saw the history before each question, as User:/Assistant: lines
+    assert "User: Name three fruits.\nAssistant: Pear, plum and grape." in last_content(seen[0])
+
+    with pytest.raises(ConfigError, match=r"on_unclear='maybe' must be 'drop' or 'keep'"):
+        build_stage_judge({"backend": "hf", "path": "x", "on_unclear": "maybe"}, SampleCache(None), 8)
+    with pytest.raises(ConfigError, match=r"stage.judge.prompt must contain \{history\} and \{question\}"):
+        build_stage_judge({"backend": "hf", "path": "x", "prompt": "Is {question} ok?"}, SampleCache(None), 8)

@@ -216,17 +216,16 @@ def load_dialogues(
 
 
 def judge_turns(
-    turns: list[C.Turn], judge_cfg: dict[str, Any], cache: SampleCache, chunk_size: int, stats: Counter
-) -> tuple[list[C.Turn], YesNoJudge]:
-    """Keep the turns the yes/no judge confirms as context-dependent. ``judge_cfg`` holds a generator's
-    keys plus ``prompt`` (a template with ``{history}`` and ``{question}``) and ``on_unclear``
-    (``drop`` | ``keep``: what to do with an unparseable verdict, counted as ``judge_unparseable``)."""
-    template = judge_cfg.pop("prompt", None) or JUDGE_PROMPT
-    on_unclear = judge_cfg.pop("on_unclear", "drop")
-    if on_unclear not in ("drop", "keep"):
-        raise ConfigError([f"stage.judge.on_unclear={on_unclear!r} must be 'drop' or 'keep'"])
-    judge = build_judge("yes_no", judge_cfg, "stage.judge", cache, chunk_size)
-    assert isinstance(judge, YesNoJudge)
+    turns: list[C.Turn],
+    judge: YesNoJudge,
+    template: str = JUDGE_PROMPT,
+    on_unclear: str = "drop",
+    stats: Counter | None = None,
+) -> list[C.Turn]:
+    """The turns the yes/no judge confirms as context-dependent. An unparseable verdict is counted as
+    ``judge_unparseable`` and the turn dropped or kept by ``on_unclear`` (``drop`` | ``keep``); it is
+    never read as a "no"."""
+    stats = stats if stats is not None else Counter()
     verdicts = confirm_with_judge(judge, [(t.history, t.query) for t in turns], template)
     kept = []
     for t, v in zip(turns, verdicts):
@@ -237,12 +236,31 @@ def judge_turns(
         else:
             stats["judge_rejected"] += 1
     stats["judge_confirmed"] = len(kept)
-    return kept, judge
+    return kept
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """The stage from the composed ``generate.py`` config (``cfg.stage``); returns its summary."""
-    s = cfg.stage
+def build_stage_judge(
+    judge_cfg: dict[str, Any], cache: SampleCache, chunk_size: int
+) -> tuple[YesNoJudge, str, str]:
+    """``stage.judge`` -> (the yes/no judge, its prompt template, on_unclear). The config holds a
+    generator's keys plus ``prompt`` (a template with ``{history}`` and ``{question}``) and
+    ``on_unclear``."""
+    template = judge_cfg.pop("prompt", None) or JUDGE_PROMPT
+    on_unclear = judge_cfg.pop("on_unclear", "drop")
+    problems = []
+    if on_unclear not in ("drop", "keep"):
+        problems.append(f"stage.judge.on_unclear={on_unclear!r} must be 'drop' or 'keep'")
+    if "{history}" not in template or "{question}" not in template:
+        problems.append("stage.judge.prompt must contain {history} and {question}")
+    if problems:
+        raise ConfigError(problems)
+    judge = build_judge("yes_no", judge_cfg, "stage.judge", cache, chunk_size)
+    assert isinstance(judge, YesNoJudge)
+    return judge, template, on_unclear
+
+
+def check_stage_config(s: Any) -> list[str]:
+    """Every problem with the ``stage`` settings, so all are reported at once."""
     problems = []
     kinds = list(s.corruptions)
     unknown = [k for k in kinds if k not in C.CORRUPTIONS]
@@ -254,8 +272,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         problems.append(f"stage.prompts.placement={s.prompts.placement!r} must be 'system' or 'user'")
     if "{distractor}" not in (s.prompts.misunderstanding or C.MISUNDERSTANDING_INSTRUCTION):
         problems.append("stage.prompts.misunderstanding must contain {distractor}")
+    return problems
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The stage from the composed ``generate.py`` config (``cfg.stage``); returns its summary."""
+    s = cfg.stage
+    problems = check_stage_config(s)
     if problems:
         raise ConfigError(problems)
+    kinds = list(s.corruptions)
     stats: Counter = Counter()
     dialogues = load_dialogues(s.input, s.split, s.on_bad_record, stats, cfg.paths.get("root_dir"))
     if s.max_dialogues:
@@ -268,9 +294,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     chunk_size = int(s.chunk_size)
     judge_info, judge = None, None
     if s.get("judge"):
-        turns, judge = judge_turns(
-            turns, OmegaConf.to_container(s.judge, resolve=True), cache, chunk_size, stats
+        judge, template, on_unclear = build_stage_judge(
+            OmegaConf.to_container(s.judge, resolve=True), cache, chunk_size
         )
+        turns = judge_turns(turns, judge, template, on_unclear, stats)
         judge_info = judge.describe()
     generator = build_generator(
         OmegaConf.to_container(s.generator, resolve=True),
