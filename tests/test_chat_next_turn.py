@@ -208,3 +208,26 @@ def test_hf_backend_generates_from_a_next_turn_prompt(tokenizer):
     # the sample cache tells a user-turn prompt from the assistant prompt over the same history
     assert prompt_sha(prompt) != prompt_sha(HISTORY) != prompt_sha(NextTurn(HISTORY, "assistant"))
     assert prompt_sha(prompt) == prompt_sha(NextTurn(list(HISTORY), "user"))
+
+
+def test_vllm_backend_sends_next_turn_and_chat_prompts_as_template_ids(tokenizer):
+    """vLLM gets the same prompt ids as the HF backend (a stand-in engine records what it is sent)."""
+    from types import SimpleNamespace
+
+    from inference.backends.vllm import VLLMBackend
+    from inference.sampling import SamplingParams
+
+    sent: list = []
+
+    class Engine:
+        def generate(self, inputs, params, use_tqdm=False):
+            sent.extend(inputs)
+            out = SimpleNamespace(text="ok", token_ids=[1], finish_reason="length", stop_reason=None)
+            return [SimpleNamespace(prompt_token_ids=[0], outputs=[out]) for _ in inputs]
+
+    backend = object.__new__(VLLMBackend)
+    backend.llm, backend.tokenizer = Engine(), tokenizer
+    backend.to_vllm_params = lambda params: params
+    backend.generate([NextTurn(HISTORY, "user"), HISTORY], SamplingParams())
+    assert sent[0] == {"prompt_token_ids": encode_next_turn(tokenizer, HISTORY, "user")}
+    assert sent[1] == {"prompt_token_ids": encode_next_turn(tokenizer, HISTORY, "assistant")}
