@@ -214,3 +214,63 @@ def test_capo_negatives_judge_path_keeps_confirmed_turns_and_counts_failures():
         build_stage_judge({"backend": "hf", "path": "x", "on_unclear": "maybe"}, SampleCache(None), 8)
     with pytest.raises(ConfigError, match=r"stage.judge.prompt must contain \{history\} and \{question\}"):
         build_stage_judge({"backend": "hf", "path": "x", "prompt": "Is {question} ok?"}, SampleCache(None), 8)
+
+
+def test_rating_judge_over_the_openai_http_backend():
+    """The same judge, built from config, on an OpenAI-compatible server (a scripted one on 127.0.0.1)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server naming
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            bodies.append(body)
+            question = body["messages"][-1]["content"]
+            text = "Solid answer. Rating: [[8]]" if "good" in question else "No rating from me."
+            data = json.dumps(
+                {
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 4},
+                }
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        cfg = {
+            "backend": "openai_http",
+            "base_url": f"http://127.0.0.1:{httpd.server_address[1]}/v1",
+            "model": "judge-7b",
+            "concurrency": 1,
+            "sampling": {"temperature": 0.0, "max_new_tokens": 16},
+        }
+        judge = build_judge("rating", cfg, "judge")
+        verdicts = judge(
+            [
+                [{"role": "user", "content": "grade a good answer"}],
+                [{"role": "user", "content": "grade this"}],
+            ]
+        )
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [v.value for v in verdicts] == [8.0, None]
+    assert judge.counts["unparseable"] == 1 and judge.describe()["model_id"] == "judge-7b"
+    assert [b["model"] for b in bodies] == ["judge-7b", "judge-7b"] and bodies[0]["max_tokens"] == 16
