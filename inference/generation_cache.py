@@ -12,7 +12,7 @@ killed mid-way and started again continues where it stopped:
 
 How a stage uses it (``capo_negatives`` does; ``rlmec_*`` and ``parrot_rollout`` are meant to)::
 
-    cache = SampleCache(cfg.stage.cache)               # e.g. <run folder>/cache/generations.jsonl
+    cache = open_cache(cfg.stage.cache)                # e.g. <run folder>/cache/generations.jsonl
     gen = build_generator(cfg.stage.generator, "stage.generator", cache, kind="my_stage/answer")
     replies = gen(prompts)                             # cached prompts are not generated again
     ... build the records in input order ...
@@ -30,16 +30,29 @@ weights never reuse stale replies; it holds every sampling setting that changes 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from inference.backends.base import Completion, GenerationBackend, Prompt
-from inference.sample_cache import SampleCache, cache_key
+from inference.sample_cache import SampleCache, SampleCacheError, cache_key
 from inference.sampling import SamplingParams
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int], None]
+
+
+def open_cache(path: str | os.PathLike[str] | None, what: str = "stage.cache") -> SampleCache:
+    """The sample cache at ``path`` (in memory only when None). A corrupt line other than a
+    half-written last one (which is dropped: the crash case) is a :class:`~utils.errors.DataError`
+    naming ``what``, the file and the line."""
+    from utils.errors import DataError
+
+    try:
+        return SampleCache(path)
+    except SampleCacheError as e:
+        raise DataError(f"{what}: {e}") from None
 
 
 def generate_cached(

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from inference.generation_cache import CachedGenerator
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
@@ -179,3 +181,22 @@ def test_capo_negatives_killed_mid_way_resumes_to_the_same_output(tmp_path, tiny
     resumed_bytes = (killed / "pairs.jsonl").read_bytes()
     assert resumed_bytes and resumed_bytes == (full / "pairs.jsonl").read_bytes()
     assert summary["pairs"] == len(resumed_bytes.decode().splitlines())
+
+
+def test_a_half_written_last_line_is_regenerated_and_a_corrupt_line_is_a_clear_error(tmp_path):
+    from inference.generation_cache import open_cache
+    from utils.errors import DataError
+
+    path = tmp_path / "gen.jsonl"
+    backend = ScriptedBackend(_echo)
+    CachedGenerator(backend, SamplingParams(), open_cache(path), kind="k")(["a", "b"])
+    lines = path.read_text().splitlines()
+    path.write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])  # killed while writing "b"
+    again = CachedGenerator(backend, SamplingParams(), open_cache(path), kind="k")
+    assert again(["a", "b"]) == ["re: a", "re: b"] and again.counts()["generated"] == 1
+    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == [
+        json.loads(line)["key"] for line in lines
+    ]
+    path.write_text("not json\n" + path.read_text())
+    with pytest.raises(DataError, match=r"stage.cache: .*gen.jsonl:1: corrupt cache line"):
+        open_cache(path)

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.chat_format import normalise_messages
 from datamodules.records import read_records
+from inference.generation_cache import open_cache
 from inference.judges import YesNoJudge, build_judge
 from inference.sample_cache import SampleCache
 from stages.capo_negatives import corruptions as C
@@ -290,7 +291,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     turns = find_turns(
         dialogues, int(s.detector.min_history_exchanges), s.detector.max_turns_per_dialogue, stats
     )
-    cache = SampleCache(s.get("cache"))
+    cache = open_cache(s.get("cache"))
     chunk_size = int(s.chunk_size)
     judge_info, judge = None, None
     if s.get("judge"):
