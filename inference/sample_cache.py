@@ -40,8 +40,14 @@ def _canonical(obj: Any) -> str:
 
 
 def prompt_sha(prompt: Prompt) -> str:
-    """sha256 of a prompt (string or messages)."""
-    payload = prompt if isinstance(prompt, str) else [dict(m) for m in prompt]
+    """sha256 of a prompt (a string, chat messages, or anything with ``to_dict()`` such as
+    :class:`inference.chat.NextTurn`)."""
+    if isinstance(prompt, str):
+        payload: Any = prompt
+    elif hasattr(prompt, "to_dict"):
+        payload = prompt.to_dict()
+    else:
+        payload = [dict(m) for m in prompt]
     return hashlib.sha256(_canonical(payload).encode()).hexdigest()
 
 

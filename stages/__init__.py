@@ -14,5 +14,12 @@ Planned, on the same pattern: Parrot dialogue rollout, RLMEC sample / rewrite / 
 Models that stages generate with are reached through ``stages.common.ChatGenerator``, a callable from
 a list of chat prompts to a list of strings, built from config by ``stages.common.build_generator``
 on top of the shared inference layer (``inference/``), so any of its backends (HF, vLLM, an
-OpenAI-compatible server) can be the generator, and tests can pass a plain function.
+OpenAI-compatible server) can be the generator, and tests can pass a plain function. Judges (rating,
+yes/no) are ``inference.judges``.
+
+Every stage is resumable: ``build_generator`` returns an ``inference.generation_cache.CachedGenerator``
+over the stage's sample cache (``stage.cache``), which appends each chunk of replies as it is made and
+serves them on a rerun (``python generate.py resume_dir=<run folder>``); the stage builds its records
+in a fixed order and writes its output atomically at the end, so a resumed run's output equals an
+uninterrupted run's.
 """

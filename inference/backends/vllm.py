@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from inference.backends.base import Completion, GenerationBackend, Prompt, is_chat_prompt
-from inference.chat import apply_chat_template
+from inference.chat import NextTurn, render_prompt
 from inference.sampling import SamplingParams
 from inference.stopping import truncate_at_stop
 
@@ -70,9 +70,9 @@ class VLLMBackend(GenerationBackend):
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         inputs: list[dict[str, Any]] = []
         for p in prompts:
-            if is_chat_prompt(p):
+            if isinstance(p, NextTurn) or is_chat_prompt(p):
                 # The rendered template already holds BOS etc.: send ids so none are added twice.
-                ids = self.tokenizer(apply_chat_template(self.tokenizer, p), add_special_tokens=False)
+                ids = self.tokenizer(render_prompt(self.tokenizer, p)[0], add_special_tokens=False)
                 inputs.append({"prompt_token_ids": list(ids["input_ids"])})
             else:
                 inputs.append({"prompt": p})

@@ -7,7 +7,9 @@ A cheap heuristic flags a user turn that has history and shows an anaphora or el
 - an elliptical fragment ("And in Brazil?", "What about the second?", "Now double that.", "Why?").
 
 Optionally a judge model confirms each flagged turn (``confirm_with_judge``): it sees the history and
-the question and answers yes/no to "does this question need the earlier conversation?".
+the question and answers yes/no to "does this question need the earlier conversation?". The judge is
+the shared :class:`inference.judges.YesNoJudge`; a reply that says neither yes nor no is a failure
+(None), never a "no".
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from inference.judges import YesNoJudge, parse_yes_no
 from stages.common import ChatGenerator, Message
 
 PRONOUNS = (
@@ -106,16 +109,17 @@ def judge_prompt(history: list[Message], question: str, template: str = JUDGE_PR
 
 def parse_verdict(reply: str) -> bool | None:
     """The judge's verdict: True = depends on the context (yes), False = stands alone (no), None =
-    unclear."""
-    from inference.extraction import extract_yes_no
-
-    verdict = extract_yes_no(reply)
-    return None if verdict is None else verdict == "yes"
+    unparseable (:func:`inference.judges.parse_yes_no`)."""
+    return parse_yes_no(reply)
 
 
 def confirm_with_judge(
-    judge: ChatGenerator, items: list[tuple[list[Message], str]], template: str = JUDGE_PROMPT
+    judge: YesNoJudge | ChatGenerator, items: list[tuple[list[Message], str]], template: str = JUDGE_PROMPT
 ) -> list[bool | None]:
-    """Ask the judge about each ``(history, question)``; True where it confirms context dependence."""
-    replies = judge([judge_prompt(h, q, template) for h, q in items])
-    return [parse_verdict(r) for r in replies]
+    """Ask the judge about each ``(history, question)``: True where it confirms context dependence,
+    False where it says the question stands alone, None where its reply is unparseable (counted in
+    ``judge.counts["unparseable"]``). A plain generator function is wrapped in a ``YesNoJudge``."""
+    if not isinstance(judge, YesNoJudge):
+        judge = YesNoJudge(judge)
+    verdicts = judge([judge_prompt(h, q, template) for h, q in items])
+    return [None if v.value is None else bool(v.value) for v in verdicts]

@@ -10,6 +10,11 @@
 
 ``make_pairs`` is the pure core (any ``ChatGenerator``, e.g. a test function); ``run`` wires it to the
 config, the inference layer and the output file.
+
+Resuming: the generator and the judge answer through one sample cache (``stage.cache``, by default
+``<run folder>/cache/generations.jsonl``), appended after every chunk. A run that is killed and started
+again in the same folder (``python generate.py resume_dir=<run folder>``) generates only what is
+missing, and its ``pairs.jsonl`` (written once, atomically, at the end) equals an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from datamodules.chat_format import normalise_messages
 from datamodules.records import read_records
+from inference.generation_cache import open_cache
+from inference.judges import YesNoJudge, build_judge
+from inference.sample_cache import SampleCache
 from stages.capo_negatives import corruptions as C
 from stages.capo_negatives.detector import JUDGE_PROMPT, confirm_with_judge, detect
 from stages.common import ChatGenerator, Message, build_generator, chunks, write_jsonl_atomic
@@ -208,9 +216,52 @@ def load_dialogues(
     return out
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """The stage from the composed ``generate.py`` config (``cfg.stage``); returns its summary."""
-    s = cfg.stage
+def judge_turns(
+    turns: list[C.Turn],
+    judge: YesNoJudge,
+    template: str = JUDGE_PROMPT,
+    on_unclear: str = "drop",
+    stats: Counter | None = None,
+) -> list[C.Turn]:
+    """The turns the yes/no judge confirms as context-dependent. An unparseable verdict is counted as
+    ``judge_unparseable`` and the turn dropped or kept by ``on_unclear`` (``drop`` | ``keep``); it is
+    never read as a "no"."""
+    stats = stats if stats is not None else Counter()
+    verdicts = confirm_with_judge(judge, [(t.history, t.query) for t in turns], template)
+    kept = []
+    for t, v in zip(turns, verdicts):
+        if v is None:
+            stats["judge_unparseable"] += 1
+        if v or (v is None and on_unclear == "keep"):
+            kept.append(t)
+        else:
+            stats["judge_rejected"] += 1
+    stats["judge_confirmed"] = len(kept)
+    return kept
+
+
+def build_stage_judge(
+    judge_cfg: dict[str, Any], cache: SampleCache, chunk_size: int
+) -> tuple[YesNoJudge, str, str]:
+    """``stage.judge`` -> (the yes/no judge, its prompt template, on_unclear). The config holds a
+    generator's keys plus ``prompt`` (a template with ``{history}`` and ``{question}``) and
+    ``on_unclear``."""
+    template = judge_cfg.pop("prompt", None) or JUDGE_PROMPT
+    on_unclear = judge_cfg.pop("on_unclear", "drop")
+    problems = []
+    if on_unclear not in ("drop", "keep"):
+        problems.append(f"stage.judge.on_unclear={on_unclear!r} must be 'drop' or 'keep'")
+    if "{history}" not in template or "{question}" not in template:
+        problems.append("stage.judge.prompt must contain {history} and {question}")
+    if problems:
+        raise ConfigError(problems)
+    judge = build_judge("yes_no", judge_cfg, "stage.judge", cache, chunk_size)
+    assert isinstance(judge, YesNoJudge)
+    return judge, template, on_unclear
+
+
+def check_stage_config(s: Any) -> list[str]:
+    """Every problem with the ``stage`` settings, so all are reported at once."""
     problems = []
     kinds = list(s.corruptions)
     unknown = [k for k in kinds if k not in C.CORRUPTIONS]
@@ -222,8 +273,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         problems.append(f"stage.prompts.placement={s.prompts.placement!r} must be 'system' or 'user'")
     if "{distractor}" not in (s.prompts.misunderstanding or C.MISUNDERSTANDING_INSTRUCTION):
         problems.append("stage.prompts.misunderstanding must contain {distractor}")
+    return problems
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """The stage from the composed ``generate.py`` config (``cfg.stage``); returns its summary."""
+    s = cfg.stage
+    problems = check_stage_config(s)
     if problems:
         raise ConfigError(problems)
+    kinds = list(s.corruptions)
     stats: Counter = Counter()
     dialogues = load_dialogues(s.input, s.split, s.on_bad_record, stats, cfg.paths.get("root_dir"))
     if s.max_dialogues:
@@ -232,25 +291,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     turns = find_turns(
         dialogues, int(s.detector.min_history_exchanges), s.detector.max_turns_per_dialogue, stats
     )
-    judge_info = None
+    cache = open_cache(s.get("cache"))
+    chunk_size = int(s.chunk_size)
+    judge_info, judge = None, None
     if s.get("judge"):
-        judge_cfg = OmegaConf.to_container(s.judge, resolve=True)
-        template = judge_cfg.pop("prompt", None) or JUDGE_PROMPT
-        on_unclear = judge_cfg.pop("on_unclear", "drop")
-        judge = build_generator(judge_cfg, "stage.judge")
-        verdicts = confirm_with_judge(judge, [(t.history, t.query) for t in turns], template)
-        kept = []
-        for t, v in zip(turns, verdicts):
-            if v is None:
-                stats["judge_unclear"] += 1
-            if v or (v is None and on_unclear == "keep"):
-                kept.append(t)
-            else:
-                stats["judge_rejected"] += 1
-        turns = kept
-        stats["judge_confirmed"] = len(turns)
+        judge, template, on_unclear = build_stage_judge(
+            OmegaConf.to_container(s.judge, resolve=True), cache, chunk_size
+        )
+        turns = judge_turns(turns, judge, template, on_unclear, stats)
         judge_info = judge.describe()
-    generator = build_generator(OmegaConf.to_container(s.generator, resolve=True), "stage.generator")
+    generator = build_generator(
+        OmegaConf.to_container(s.generator, resolve=True),
+        "stage.generator",
+        cache,
+        kind=f"{STAGE}/rejected",
+        chunk_size=chunk_size,
+    )
     rng = random.Random(int(cfg.seed))
     sampling = generator.params.to_dict()
     provenance = {
@@ -265,7 +321,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         kinds,
         rng,
         OmegaConf.to_container(s.prompts, resolve=True),
-        int(s.chunk_size),
+        chunk_size,
         provenance,
         stats,
         donors={d: m for d, _, m in dialogues},
@@ -277,6 +333,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     skipped = {k: v for k, v in stats.items() if k.startswith(("skipped", "dropped", "judge_rejected"))}
     if skipped:
         log.warning("capo_negatives: dropped or skipped: %s", skipped)
+    generation = {"rejected": generator.counts()}
+    if judge is not None:
+        generation["judge"] = judge.generator.counts()
+    log.info("capo_negatives: generation (cached / generated prompts): %s", generation)
     return {
         "stage": STAGE,
         "output": str(s.output),
@@ -284,4 +344,6 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "counts": dict(sorted(stats.items())),
         "generator": generator.describe(),
         "judge": judge_info,
+        "cache": str(s.get("cache")) if s.get("cache") else None,
+        "generation": generation,
     }
