@@ -41,9 +41,18 @@ def answer_script(prompt):
     return f"Answer {n} to: {msgs[-1]['content']}", "eos"
 
 
+FOLLOW_UPS = [
+    "Which one is the longest?",
+    "How long is it in kilometres?",
+    "Where does that river start?",
+    "What about the second one you named?",
+    "Is it used for shipping goods today?",
+]
+
+
 def ask_script(prompt):
     n = sum(m["role"] == "assistant" for m in history_of(prompt))
-    return f"Please tell me more about point number {n}.", "eos"
+    return FOLLOW_UPS[n - 1], "eos"
 
 
 def gens(answer=answer_script, ask=ask_script, cache=None):
@@ -64,7 +73,7 @@ def test_turn_order_history_and_batching():
     s0 = result.sessions[0]
     assert [m["role"] for m in s0.messages] == ["user", "assistant"] * 3
     assert s0.messages[1]["content"] == "Answer 1 to: Seed question 0 about rivers?"
-    assert s0.messages[2]["content"] == "Please tell me more about point number 1."
+    assert s0.messages[2]["content"] == "Which one is the longest?"
     assert s0.end_reason == "turns" and s0.generated_queries == 2
     # one batched call per turn and model, every live session in it
     assert [len(c) for c in a.calls] == [3, 3, 3] and [len(c) for c in q.calls] == [3, 3]

@@ -89,7 +89,7 @@ def _answer_step(
     live = [s for s in sessions if s.live]
     if not live:
         return
-    groups = answer_model.generate([s.messages for s in live], ids=[s.id for s in live])
+    groups = answer_model.generate([list(s.messages) for s in live], ids=[s.id for s in live])
     for s, group in zip(live, groups):
         reply = group[0]
         problem = reply_problem(reply.text, reply.finish_reason, s.contents("assistant"), filters)
