@@ -99,10 +99,10 @@ def model_editor(model: Any) -> Editor:
     from inference.backends.base import GenerationBackend
 
     if isinstance(model, GenerationBackend):
+        from inference.generation_cache import CachedGenerator
         from inference.sampling import SamplingParams
-        from stages.common import BackendGenerator
 
-        model = BackendGenerator(model, SamplingParams(temperature=0.0))
+        model = CachedGenerator(model, SamplingParams(temperature=0.0), kind="rlmec/editor")
 
     def edit(requests: Sequence[EditRequest]) -> list[str]:
         return list(model([r.messages for r in requests])) if requests else []
