@@ -100,7 +100,7 @@ def check_prompts(cfg: DictConfig, spec: Any, records: list) -> None:
     if cfg.backend.name != "hf" or not spec.prompt.chat:
         return
     from inference.chat import has_chat_template
-    from lightning_modules.components.backbone import load_tokenizer
+    from models.tokenizer import load_tokenizer
 
     model = cfg.model
     tok = load_tokenizer(model.tokenizer, bool(model.get("trust_remote_code")), model.get("chat_template"))

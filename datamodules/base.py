@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from datamodules.sampling import ResumableSampler
+from datamodules.resumable_sampler import ResumableSampler
 
 
 class TokenDataModule(L.LightningDataModule):

@@ -35,7 +35,7 @@ from datamodules.base import TokenDataModule, cached_map, fingerprint, split_ind
 from datamodules.chat_masks import IGNORE_INDEX, MaskPolicy, trainable_char_spans
 from datamodules.preference_format import BAD_REASONS, BadPairError, PreferencePair, normalise_pair
 from datamodules.records import read_records
-from lightning_modules.components.backbone import load_tokenizer
+from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 DPO-style training on pairs whose rejected answer was produced under a corrupted context, with every
 log-prob taken under the true full context (the data's ``prompt_ids``). The objective is
 ``lightning_modules/losses/capo.py``; the reference model is handled by
-``lightning_modules/components/reference.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
+``lightning_modules/components/reference_policy.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
 
 Each step runs ONE policy forward over the concatenated [chosen; rejected] batch (2B rows), with the
 LM head applied only to response positions, plus one no-grad reference forward in the live modes.
@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components import reference as ref_lib
+from lightning_modules.components import reference_policy as ref_lib
 from lightning_modules.components.logprobs import model_token_logprobs
 from lightning_modules.losses.capo import LOSS_TYPES, capo_loss
 from utils.errors import ConfigError, QuartetError

@@ -21,8 +21,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.components.backbone import build_model, decoder_layers, load_tokenizer
 from lightning_modules.components.optim import build_optimizer_and_scheduler
+from models import build_model, decoder_layers, load_tokenizer
 
 
 def as_dict(cfg: Any) -> Any:

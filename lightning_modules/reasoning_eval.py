@@ -79,7 +79,7 @@ class ReasoningEvalModule(L.LightningModule):
         no weights in this process."""
         if self.backend_cfg["name"] != "hf" or self.model is not None:
             return
-        from lightning_modules.components.backbone import build_model, load_tokenizer
+        from models import build_model, load_tokenizer
 
         cfg = self.model_cfg or {}
         self.tokenizer = load_tokenizer(

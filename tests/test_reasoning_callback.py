@@ -75,7 +75,7 @@ class _TinyLM(L.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        from lightning_modules.components.backbone import build_model, load_tokenizer
+        from models import build_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(str(ROOT / "assets" / "tokenizer"))
         cfg = {

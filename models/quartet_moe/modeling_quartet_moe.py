@@ -1,7 +1,7 @@
 """Quartet Top-P MoE causal LM: a Llama-style decoder whose MLPs are dynamic-routing MoE layers.
 
 Architecture (pre-norm, as Llama): ``h = h + Attn(RMSNorm(h))``; ``h = h + FFN(RMSNorm(h))`` where FFN is
-an :class:`~lightning_modules.components.moe.layer.MoELayer` in MoE layers and a dense SwiGLU elsewhere.
+an :class:`~models.moe.layer.MoELayer` in MoE layers and a dense SwiGLU elsewhere.
 Attention uses RoPE and ``torch.nn.functional.scaled_dot_product_attention`` (GQA optional).
 
 The forward output carries ``router_aux``: one :class:`MoEAux` per MoE layer, returned functionally
@@ -26,7 +26,7 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from ..moe.layer import MoEAux, MoELayer, SwiGLUExperts, SwiGLUMLP
 from ..moe.router import Router
-from .configuration import QuartetMoEConfig
+from .configuration_quartet_moe import QuartetMoEConfig
 
 
 @dataclass
