@@ -24,7 +24,7 @@ SMALL = [
 def _reference(cfg, tiny_hf_dir, batch_size: int) -> dict:
     """The same evaluation straight through the inference layer (no Hydra, no Lightning)."""
     from datamodules.reasoning import load_questions
-    from eval import build_spec
+    from evaluation.reasoning.runner import build_spec
     from inference.backends.hf import HFBackend
 
     records = load_questions(cfg.data.path, limit=cfg.data.limit)
@@ -34,7 +34,7 @@ def _reference(cfg, tiny_hf_dir, batch_size: int) -> dict:
 
 def test_evaluate_writes_results_equal_to_the_inference_layer(tmp_path, tiny_hf_dir) -> None:
     from eval import evaluate
-    from inference.scoring import score_rows
+    from evaluation.reasoning.scoring import score_rows
 
     cfg = compose_cfg([*SMALL, "model=hf", f"model.pretrained={tiny_hf_dir}"], tmp_path, config_name="eval")
     metrics = evaluate(cfg)

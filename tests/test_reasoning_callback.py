@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks.reasoning_eval import ReasoningEvalCallback
+from callbacks.reasoning_eval_callback import ReasoningEvalCallback
 from inference.backends.hf import HFBackend
 from tests.helpers import FAST, ROOT, compose_cfg
 from utils.errors import ConfigError

@@ -1,4 +1,5 @@
-"""Greedy chain-of-thought, Self-Consistency and Self-Agreement over one cached set of paths.
+"""Greedy chain-of-thought, Self-Consistency (:func:`self_consistency`) and Self-Agreement
+(:func:`self_agreement`) over one cached set of paths.
 
 - Greedy CoT: one greedy decode of the CoT prompt.
 - Self-Consistency (Wang et al. 2022, arXiv 2203.11171): sample m paths, extract each path's answer
@@ -16,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from evaluation.reasoning.prompts import PromptSettings, build_agreement_prompt
+from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.sample_cache import SampleCache, cache_key
 from inference.sampling import SamplingParams
@@ -51,6 +54,33 @@ def self_consistency(answers: Sequence[str | None], k: int) -> VoteResult:
     if k > len(answers):
         raise ValueError(f"k={k} exceeds the {len(answers)} available paths")
     return majority_vote(answers[:k])
+
+
+def self_agreement(
+    backend: GenerationBackend,
+    cache: SampleCache,
+    records: Sequence[ReasoningRecord],
+    paths: Sequence[Sequence[str]],
+    k: int,
+    settings: PromptSettings,
+    params: SamplingParams,
+    chunk_size: int = 32,
+    progress: ProgressFn | None = None,
+) -> list[list[Completion]]:
+    """Self-Agreement's selection step (``agree@k``; Lin et al., arXiv 2311.08154, Sec. 3).
+
+    For each question, the same model reads the question and its first ``k`` sampled paths and is
+    asked, greedily (``params``), which answer most of them agree on. Its output is the method's
+    answer; the extractor only scores it, it never selects. Calls go through the sample cache under
+    kind ``agreement``, so a rerun reuses them. Returns one completion group per question.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    short = [r.id for r, p in zip(records, paths) if len(p) < k]
+    if short:
+        raise ValueError(f"k={k} exceeds the available paths of question(s) {short[:3]}")
+    items = [(r.id, build_agreement_prompt(r, list(p[:k]), settings)) for r, p in zip(records, paths)]
+    return generate_cached(backend, cache, "agreement", items, params, chunk_size, progress)
 
 
 def generate_cached(
