@@ -32,9 +32,10 @@ import datasets
 import torch
 
 from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
-from datamodules.chat_masks import IGNORE_INDEX, MaskPolicy, trainable_char_spans
+from datamodules.chat_masks import MaskPolicy, trainable_char_spans
 from datamodules.preference_format import BAD_REASONS, BadPairError, PreferencePair, normalise_pair
 from datamodules.records import read_records
+from models.nll import IGNORE_INDEX
 from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
 

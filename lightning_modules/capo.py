@@ -26,6 +26,7 @@ from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.components import reference_policy as ref_lib
 from lightning_modules.components.logprobs import model_token_logprobs
 from lightning_modules.losses.capo import LOSS_TYPES, capo_loss
+from models.nll import masked_nll
 from utils.errors import ConfigError, QuartetError
 
 # The frozen reference copy is kept in eval mode on purpose; Lightning would warn about it every fit.
@@ -183,7 +184,7 @@ class CaPOModule(CausalLMModule):
             rejected_lengths=counts[n:] if ipo_lengths else None,
         )
         if self.sft_weight > 0:
-            sft = -logps[:n].sum() / counts[:n].sum().clamp(min=1)
+            sft = masked_nll(logps[:n], counts[:n])
             loss = loss + self.sft_weight * sft
             metrics["sft_loss"] = sft.detach()
         return loss, metrics

@@ -3,12 +3,10 @@ inference layer, and atomic JSONL output."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from utils.atomic import write_jsonl_atomic  # noqa: F401  (the stages' atomic JSONL output)
 from utils.errors import ConfigError
 
 Message = dict[str, str]
@@ -54,24 +52,6 @@ def build_generator(cfg: Mapping[str, Any], what: str = "stage.generator") -> Ba
     except (TypeError, ValueError) as e:
         raise ConfigError([f"{what}: {e}"]) from None
     return BackendGenerator(backend, params)
-
-
-def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any]]) -> int:
-    """Write rows as JSON lines through a temporary file and a rename (no half-written output).
-    Returns the number of rows."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    n = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return n
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

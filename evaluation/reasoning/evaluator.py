@@ -9,8 +9,6 @@ settings; it returns a results dict and (optionally) writes ``results.json`` + `
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from inference.backends.base import Completion, GenerationBackend, group_token_c
 from inference.extraction import EXTRACTION_MODES, extract_answer, is_correct
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
+from utils.atomic import write_jsonl_atomic, write_text_atomic
 
 METHODS = ("greedy", "sc", "sa")
 #: Paper defaults for the paths (arXiv 2311.08154 leaves them open; see METHODS.md).
@@ -360,18 +359,6 @@ def flat_metrics(results: dict[str, Any], prefix: str = "reasoning/") -> dict[st
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``results.json`` (everything but the rows) and ``samples.jsonl`` (one row per question).
 
@@ -380,8 +367,8 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     out = Path(out_dir)
     res_path, rows_path = out / "results.json", out / "samples.jsonl"
     summary = {k: v for k, v in results.items() if k != "samples"}
-    _atomic_write(rows_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results["samples"]))
-    _atomic_write(res_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_jsonl_atomic(rows_path, results["samples"])
+    write_text_atomic(res_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return res_path, rows_path
 
 
