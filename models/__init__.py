@@ -7,7 +7,7 @@ the Quartet MoE classes with transformers' Auto classes).
 
 from models import dense, moe_factory  # noqa: F401  (register the model kinds)
 from models.dtypes import resolve_dtype
-from models.factory import apply_lora, build_model, decoder_layers, model_config_problems
+from models.factory import apply_lora, build_model, decoder_layers, model_config_problems, save_model_code
 from models.registry import MODEL_KINDS, ModelKind, get_model_kind, register_model_kind
 from models.tokenizer import load_tokenizer
 
@@ -22,4 +22,5 @@ __all__ = [
     "model_config_problems",
     "register_model_kind",
     "resolve_dtype",
+    "save_model_code",
 ]

@@ -8,12 +8,13 @@ factory then applies LoRA (``model.lora.*``, peft) and gradient checkpointing.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from models.registry import get_model_kind
+from models.registry import MODEL_KINDS, get_model_kind
 from utils.errors import QuartetError
 
 
@@ -29,6 +30,17 @@ def build_model(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase | Non
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
+
+
+def save_model_code(model: torch.nn.Module, out_dir: str | Path) -> bool:
+    """After ``model.save_pretrained(out_dir)``: when the model is of a registered kind with its own
+    classes (the Quartet MoE), write its modeling code and ``auto_map`` into the folder. Returns
+    whether code was written."""
+    for kind in MODEL_KINDS.values():
+        if kind.hf_classes and kind.write_code and isinstance(model, kind.hf_classes[2]):
+            kind.write_code(Path(out_dir))
+            return True
+    return False
 
 
 def model_config_problems(cfg: Mapping[str, Any]) -> list[str]:

@@ -26,6 +26,7 @@ from models.quartet_moe import (
     QuartetMoEModel,
     upcycle_dense_to_moe,
 )
+from models.quartet_moe.remote_code import write_remote_code
 from models.registry import ModelKind, register_model_kind
 from utils.errors import ConfigError
 
@@ -154,5 +155,6 @@ for _name in MOE_KINDS:
             check=moe_config_problems,
             generic_wrappers=False,
             hf_classes=(QuartetMoEConfig, QuartetMoEModel, QuartetMoEForCausalLM),
+            write_code=write_remote_code,
         )
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from utils.errors import ConfigError
@@ -30,6 +31,8 @@ class ModelKind:
         generic_wrappers: whether LoRA / gradient checkpointing are applied by the factory
             (False: the builder handles its own activation checkpointing and LoRA is not offered).
         hf_classes: ``(config_cls, base_model_cls, causal_lm_cls)`` to register with the Auto classes.
+        write_code: for kinds with their own classes, writes the modeling code (and ``auto_map``) into
+            a ``save_pretrained`` folder so plain transformers can load it with ``trust_remote_code``.
     """
 
     name: str
@@ -37,6 +40,7 @@ class ModelKind:
     check: Checker | None = None
     generic_wrappers: bool = True
     hf_classes: tuple[type, type, type] | None = None
+    write_code: Callable[[Path], Any] | None = None
 
 
 MODEL_KINDS: dict[str, ModelKind] = {}
