@@ -24,8 +24,8 @@ SMALL = [
 def _reference(cfg, tiny_hf_dir, batch_size: int) -> dict:
     """The same evaluation straight through the inference layer (no Hydra, no Lightning)."""
     from datamodules.reasoning import load_questions
-    from evaluation.reasoning.runner import build_spec
     from inference.backends.hf import HFBackend
+    from tasks.reasoning import build_spec
 
     records = load_questions(cfg.data.path, limit=cfg.data.limit)
     backend = HFBackend.from_pretrained(str(tiny_hf_dir), dtype="float32", batch_size=batch_size)

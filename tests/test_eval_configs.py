@@ -24,7 +24,7 @@ NEEDS = {
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir) -> None:
-    from evaluation.reasoning.runner import build_spec
+    from tasks.reasoning import build_spec
 
     extra = NEEDS.get((group, option), [])
     if (group, option) == ("model", "hf"):
@@ -37,7 +37,7 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
 
 
 def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
-    from evaluation.reasoning.runner import build_spec, headline_metric
+    from tasks.reasoning import build_spec, headline_metric
 
     cfg = compose_cfg([], tmp_path, config_name="eval")
     spec = build_spec(cfg)
@@ -60,7 +60,7 @@ def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
 
 
 def test_config_problems_are_reported_together(tmp_path) -> None:
-    from evaluation.reasoning.runner import validate_eval_config
+    from tasks.reasoning import validate_eval_config
     from utils.errors import ConfigError
 
     cfg = compose_cfg(

@@ -6,5 +6,6 @@
 - ``evaluator.py``: :func:`evaluate_reasoning` (plain Python) and the results writer;
 - ``scoring.py``: metrics as a pure function of the per-question rows, and shard merging;
 - ``spec.py``: :class:`ReasoningEvalSpec`, the settings shared by ``eval.py`` and the training callback;
-- ``runner.py``: the ``task.runner`` of ``eval.py`` (under ``trainer.predict``).
+
+The ``eval.py`` task that runs it under ``trainer.predict`` is ``tasks/reasoning.py``.
 """

@@ -1,4 +1,4 @@
-"""The ``reasoning`` task of eval.py (``task.runner: evaluation.reasoning.runner.run``).
+"""The ``reasoning`` task of eval.py (``task.runner: tasks.reasoning.run``).
 
 Greedy chain-of-thought, Self-Consistency (maj@k) and Self-Agreement (agree@k, arXiv 2311.08154) on
 reasoning questions, run through ``trainer.predict`` (:class:`~lightning_modules.reasoning_predict.
