@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ import torch
 from tests.helpers import FAST, compose_cfg
 from train import train
 
+ROOT = Path(__file__).resolve().parents[1]
 TOKENS = [[5, 17, 3, 42, 8, 9, 23, 1, 11, 30]]
 # Runs in `python -I` (no PYTHONPATH, no user site, no script folder) from a folder outside the repo.
 CLEAN_LOAD = """
@@ -132,6 +134,19 @@ def test_quartet_loaders_need_no_trust_remote_code(moe_export):
         assert torch.equal(backend.model(torch.tensor(TOKENS)).logits, logits)
     out = backend.generate(["What is 2 + 3?"], SamplingParams(n=1, temperature=0.0, max_new_tokens=4))
     assert len(out) == 1 and out[0][0].completion_tokens >= 1
+
+
+def test_generate_backend_loads_it_in_a_fresh_process(moe_export, tmp_path):
+    """generate.py's stages build their backend through ``inference.build_backend``: in a fresh Python
+    that imported nothing else first, the MoE folder still loads as Quartet's class."""
+    code = (
+        "from inference.backends.factory import build_backend\n"
+        f"b = build_backend('hf', path={str(moe_export)!r}, dtype='float32')\n"
+        "print(type(b.model).__module__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "models.quartet_moe.modeling_quartet_moe"
 
 
 def test_eval_py_runs_on_an_exported_moe_folder(moe_export, tmp_path):
