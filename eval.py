@@ -1,17 +1,22 @@
 """Quartet evaluation: `python eval.py [task=...] [method=...] [model=...|backend=...] [key=value]`.
 
-Greedy chain-of-thought, Self-Consistency (maj@k) and Self-Agreement (agree@k, arXiv 2311.08154) on
-reasoning questions, run through ``trainer.predict`` so ``trainer=ddp`` spreads the questions over
-devices. ``main`` is a thin Hydra wrapper around the pure, importable ``evaluate(cfg)``, which writes
-``results.json`` and ``samples.jsonl`` into the run folder and returns the flat metrics; ``main``
-returns ``cfg.optimized_metric`` (default: the method's headline accuracy) for sweepers.
+``main`` is a thin Hydra wrapper around the pure, importable ``evaluate(cfg)``, which runs the task
+named by ``cfg.task.runner`` (as ``generate.py`` runs ``cfg.stage.runner``). A runner is a function
+``run(cfg) -> dict[str, float]`` that writes its results into the run folder and returns flat metrics;
+its module may define ``headline_metric(cfg) -> str``, the metric ``main`` returns to sweepers when
+``optimized_metric`` is not set.
+
+Tasks: ``task=reasoning`` / ``task=reasoning_mixed`` (``tasks/reasoning.py``): greedy CoT,
+Self-Consistency and Self-Agreement (arXiv 2311.08154) under ``trainer.predict``.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,159 +26,50 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import hydra  # noqa: E402
-from omegaconf import DictConfig, OmegaConf, open_dict  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
 
 from utils.entrypoint import run_cli, run_main  # noqa: E402
 from utils.hydra_resolvers import register_resolvers  # noqa: E402
 
 register_resolvers()
 log = logging.getLogger("quartet.eval")
-REQUIRED = ("backend", "task", "method", "data", "prompt", "trainer", "paths")
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+def task_runner(cfg: DictConfig) -> Callable[[DictConfig], dict[str, Any]]:
+    """The function named by ``cfg.task.runner`` (``ConfigError`` when absent or not importable)."""
+    from hydra.utils import get_method
 
-
-def build_spec(cfg: DictConfig, fewshot_pool: Any = ()) -> Any:
-    """The evaluation settings of ``cfg.method`` / ``cfg.prompt`` (``ConfigError`` listing problems)."""
-    from inference.reasoning_spec import ReasoningEvalSpec, SpecError
     from utils.errors import ConfigError
 
+    task = cfg.get("task")
+    if task is None or not task.get("runner"):
+        raise ConfigError(
+            [
+                "no task runner: pass task=<name> (see conf/task/); a config saved before task.runner "
+                "existed needs task.runner=tasks.reasoning.run"
+            ]
+        )
     try:
-        return ReasoningEvalSpec.from_config(
-            _plain(cfg.method), _plain(cfg.prompt), cfg.task.extraction_mode, cfg.seed, fewshot_pool
-        )
-    except SpecError as e:
-        raise ConfigError(e.problems) from None
-
-
-def validate_eval_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` listing every problem of an evaluation config found before any data is read."""
-    from inference.backends.factory import BACKENDS
-    from utils.errors import ConfigError
-
-    problems = [f"missing config group '{k}'" for k in REQUIRED if cfg.get(k) is None]
-    if problems:
-        raise ConfigError(problems)
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    problems += [f"{k} is required (set {k}=...)" for k in missing if not k.startswith("hydra")]
-    name = cfg.backend.get("name")
-    if name not in BACKENDS:
-        problems.append(f"backend.name={name!r} must be one of {list(BACKENDS)}")
-    trainer = cfg.trainer
-    if trainer.get("use_distributed_sampler", False):
-        problems.append(
-            "trainer.use_distributed_sampler must stay false: the question DataModule shards by rank"
-        )
-    strategy = trainer.get("strategy")
-    target = str(strategy.get("_target_", "")) if isinstance(strategy, DictConfig) else str(strategy or "")
-    if target.endswith("ModelParallelStrategy") or target.startswith("fsdp"):
-        problems.append(
-            "trainer=fsdp shards the model, but each rank generates for its own questions: use trainer=ddp"
-        )
-    if name == "vllm" and trainer.get("devices", 1) != 1:
-        problems.append(
-            "backend=vllm spreads the model itself (backend.engine.tensor_parallel_size): keep trainer.devices=1"
-        )
-    if name == "hf" and cfg.get("model") is None:
-        problems.append("backend=hf needs the model group (model=tiny or model=hf model.pretrained=<dir>)")
-    if not any(k.split(".")[0] in ("method", "prompt", "task", "seed") for k in missing):
-        try:
-            build_spec(cfg)
-        except ConfigError as e:
-            problems += e.problems
-    if problems:
-        raise ConfigError(problems)
-
-
-def check_prompts(cfg: DictConfig, spec: Any, records: list) -> None:
-    """Build every prompt once (few-shot shortages show up here) and check the chat template."""
-    from inference.prompts import build_cot_prompt
-    from utils.errors import ConfigError, QuartetError
-
-    try:
-        for rec in records:
-            build_cot_prompt(rec, spec.prompt, spec.fewshot_pool)
-    except ValueError as e:
-        raise ConfigError([f"prompt: {e}"]) from None
-    if cfg.backend.name != "hf" or not spec.prompt.chat:
-        return
-    from inference.chat import has_chat_template
-    from lightning_modules.components.backbone import load_tokenizer
-
-    model = cfg.model
-    tok = load_tokenizer(model.tokenizer, bool(model.get("trust_remote_code")), model.get("chat_template"))
-    if not has_chat_template(tok):
-        raise QuartetError(
-            f"tokenizer {model.tokenizer!r} has no chat template, but prompt.chat=true: give one with "
-            "model.chat_template='<jinja template>', or send raw prompts with prompt.chat=false"
-        )
+        return get_method(task.runner)
+    except Exception as e:  # noqa: BLE001 - a bad runner path is a config error
+        raise ConfigError([f"task.runner={task.runner!r} can't be imported ({e})"]) from None
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.method`` on ``cfg.data``; write ``results.json`` + ``samples.jsonl``; return metrics."""
-    import dataclasses
+    """Run ``cfg.task``'s runner; return its flat metrics."""
+    runner = task_runner(cfg)
+    log.info("running task %s (%s)", cfg.task.get("name"), cfg.task.runner)
+    return runner(cfg)
 
-    import lightning as L
-    from hydra.utils import instantiate
 
-    from callbacks.eval_progress import QuestionProgress
-    from inference.backends.openai_http import OpenAIHTTPError
-    from inference.chat import ChatTemplateMissingError
-    from inference.evaluator import flat_metrics, print_results_table, write_results
-    from lightning_modules.reasoning_eval import ReasoningEvalModule
-    from utils.errors import QuartetError
-    from utils.rich_config import print_and_save_config
-
-    validate_eval_config(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    datamodule.setup("predict")
-    spec = dataclasses.replace(build_spec(cfg), fewshot_pool=tuple(datamodule.fewshot_pool))
-    check_prompts(cfg, spec, datamodule.records)
-    module = ReasoningEvalModule(
-        spec,
-        backend=_plain(cfg.backend),
-        model=_plain(cfg.model) if cfg.backend.name == "hf" else None,
-        cache_dir=cfg.get("cache_dir"),
-        order=datamodule.question_ids,
-    )
-    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    if cfg.get("print_config", True) and rank0:
-        keys = [k for k in cfg if k != "model" or cfg.backend.name == "hf"]
-        print_and_save_config(OmegaConf.masked_copy(cfg, keys), output_dir / "config_tree.log")
-    callbacks = [QuestionProgress()] if cfg.get("progress", True) else []
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
-    log.info("evaluating %s on %d questions (output: %s)", spec.methods, len(datamodule.records), output_dir)
+def headline_metric(cfg: DictConfig) -> str | None:
+    """The runner module's ``headline_metric(cfg)``, or None when it has none (or the task is invalid)."""
     try:
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
-    except (ChatTemplateMissingError, OpenAIHTTPError) as e:
-        raise QuartetError(str(e)) from None
-    results = module.results
-    assert results is not None
-    results["settings"].update(
-        task=cfg.task.name,
-        method=cfg.method.name,
-        data={k: _plain(cfg.data.get(k)) for k in ("path", "split", "subset", "limit", "fields")},
-        model=_plain(cfg.model) if cfg.backend.name == "hf" else None,
-        world_size=trainer.world_size,
-    )
-    metrics = flat_metrics(results)
-    if trainer.is_global_zero:
-        res_path, rows_path = write_results(results, output_dir)
-        print_results_table(results)
-        log.info("wrote %s and %s", res_path, rows_path)
-    return metrics
-
-
-def headline_metric(cfg: DictConfig) -> str:
-    """``reasoning/<sa@k | sc@k | greedy>/accuracy`` for the configured method (largest k)."""
-    try:
-        return f"reasoning/{build_spec(cfg).headline}/accuracy"
+        module = inspect.getmodule(task_runner(cfg))
     except Exception:  # noqa: BLE001 - an invalid config is reported by evaluate()
-        return "reasoning/greedy/accuracy"
+        return None
+    fn = getattr(module, "headline_metric", None)
+    return fn(cfg) if fn is not None else None
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")

@@ -38,8 +38,8 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     import torch
     from hydra.utils import get_method
 
+    from utils.atomic import write_json_atomic
     from utils.errors import ConfigError
-    from utils.run_folder import write_json_atomic
 
     stage = cfg.get("stage")
     if stage is None or not stage.get("runner"):

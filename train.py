@@ -34,9 +34,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     from callbacks.hf_export import HFExport
     from callbacks.run_summary import RunSummary
+    from utils.atomic import write_json_atomic
     from utils.config_validation import validate_train_config
     from utils.rich_config import print_and_save_config
-    from utils.run_folder import resolve_ckpt_path, write_json_atomic
+    from utils.run_folder import resolve_ckpt_path
 
     validate_train_config(cfg)
     output_dir = Path(cfg.paths.output_dir)

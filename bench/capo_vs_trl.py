@@ -87,7 +87,7 @@ def make_model(out: Path) -> None:
     """The tiny model of ``conf/model/tiny.yaml`` with the shipped tokenizer, saved for both sides."""
     from omegaconf import OmegaConf
 
-    from lightning_modules.components.backbone import build_model, load_tokenizer
+    from models import build_model, load_tokenizer
 
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "model" / "tiny.yaml"))
     cfg["tokenizer"] = str(ROOT / "assets" / "tokenizer")

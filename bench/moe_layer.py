@@ -35,7 +35,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from lightning_modules.components.moe import (  # noqa: E402
+from models.moe import (  # noqa: E402
     DEFAULT_DISPATCH,
     MoELayer,
     RouterConfig,

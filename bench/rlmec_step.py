@@ -79,7 +79,7 @@ def make_batches(tokenizer: Any, args: argparse.Namespace) -> list[dict[str, tor
     """RL batches from bundled problems: even samples correct, odd ones with a wrong last number,
     rewritten to the gold; rewards from random GRM probabilities; reference log-probs random."""
     from datamodules.rlmec import RLMECCollator
-    from inference.reasoning_records import load_reasoning_records
+    from evaluation.reasoning.records import load_reasoning_records
     from lightning_modules.losses.rlmec import grm_token_rewards
     from stages.rlmec.alignment import imitation_weights
     from stages.rlmec.steps import gold_solution
@@ -172,7 +172,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
-    from lightning_modules.components.backbone import load_tokenizer
+    from models import load_tokenizer
 
     cfg = model_cfg(args)
     tokenizer = load_tokenizer(cfg["tokenizer"])

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
+
+from utils.atomic import atomic_path, write_text_atomic
 
 PATTERN = re.compile(r"^moe/layer(\d+)/experts_per_token$")
 
@@ -117,14 +118,12 @@ class MoEHeatmap(L.Callback):
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _write_png(self.path, image)
-            tmp = self.path.with_suffix(".json.tmp")
             data = {
                 "steps": self.steps,
                 "layers": self.layers,
                 "experts_per_token": [[_json_float(v) for v in row] for row in self.matrix()],
             }
-            tmp.write_text(json.dumps(data))
-            os.replace(tmp, self.path.with_suffix(".json"))
+            write_text_atomic(self.path.with_suffix(".json"), json.dumps(data))
         from lightning.pytorch.loggers import TensorBoardLogger
 
         for logger in trainer.loggers:
@@ -173,6 +172,5 @@ def _json_float(v: float) -> float | None:
 def _write_png(path: Path, image: np.ndarray) -> None:
     from matplotlib.image import imsave
 
-    tmp = path.with_name(path.name + ".tmp")
-    imsave(tmp, image, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        imsave(tmp, image, format="png")

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from datamodules.sampling import ResumableSampler
+from datamodules.resumable_sampler import ResumableSampler
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -61,6 +61,14 @@ class TokenDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=False,
         )
+
+    def scoring_dataloader(self, split: str, batch_size: int | None = None) -> StatefulDataLoader:
+        """A fixed-order (unshuffled), rank-sharded loader over ``split`` (``train`` | ``val``), for
+        pre-passes that score every example once (e.g. precomputed reference log-probs)."""
+        dataset = {"train": self.train_dataset, "val": self.val_dataset}.get(split)
+        if dataset is None:
+            raise ValueError(f"scoring_dataloader: no {split!r} split is set up")
+        return self._loader(dataset, False, batch_size or self.eval_batch_size)
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.train_dataset, self.shuffle, self.batch_size)

@@ -19,7 +19,7 @@ from datamodules.chat_format import ROLES, normalise_messages
 from datamodules.chat_masks import MaskPolicy, tokenize_chat
 from datamodules.collate import PadCollator
 from datamodules.records import Record, read_records
-from lightning_modules.components.backbone import load_tokenizer
+from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

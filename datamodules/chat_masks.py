@@ -17,9 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from models.nll import IGNORE_INDEX
 from utils.errors import DataError
 
-IGNORE_INDEX = -100
 TurnPolicy = Literal["all", "last"]
 Truncation = Literal["right", "left", "drop", "error"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from datamodules.chat_masks import IGNORE_INDEX
+from models.nll import IGNORE_INDEX
 
 
 class PadCollator:

@@ -16,7 +16,7 @@ import datasets
 from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.collate import PadCollator
 from datamodules.records import read_records
-from lightning_modules.components.backbone import load_tokenizer
+from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
 
 

@@ -32,10 +32,11 @@ import datasets
 import torch
 
 from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
-from datamodules.chat_masks import IGNORE_INDEX, MaskPolicy, trainable_char_spans
+from datamodules.chat_masks import MaskPolicy, trainable_char_spans
 from datamodules.preference_format import BAD_REASONS, BadPairError, PreferencePair, normalise_pair
 from datamodules.records import read_records
-from lightning_modules.components.backbone import load_tokenizer
+from models.nll import IGNORE_INDEX
+from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -267,31 +268,8 @@ class PreferenceDataModule(TokenDataModule):
     def _tokenized(self, path: str) -> tuple[datasets.Dataset, str]:
         if self.tokenizer is None:
             self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code, self.chat_template)
-        records = read_records(path, split=self.split)
-        pairs: list[PreferencePair] = []
-        for record in records:
-            try:
-                pair = normalise_pair(record, self.standard_format)
-            except BadPairError as e:
-                if self.on_bad_record == "error":
-                    raise
-                self.skipped[e.reason] += 1
-                continue
-            if self.keep_neg_types is None or pair.neg_type in self.keep_neg_types:
-                pairs.append(pair)
-        if not pairs:
-            raise DataError(self._nothing_left(path))
-        raw = datasets.Dataset.from_dict(
-            {
-                "context": [p.context for p in pairs],
-                "prompt_text": [p.prompt_text for p in pairs],
-                "chosen": [p.chosen for p in pairs],
-                "rejected": [p.rejected for p in pairs],
-                "neg_type": [p.neg_type for p in pairs],
-                "group": [p.group for p in pairs],
-                "location": [p.location for p in pairs],
-            }
-        )
+        pairs = self._read_pairs(path)
+        raw = datasets.Dataset.from_dict({f: [getattr(p, f) for p in pairs] for f in PAIR_FIELDS})
         key = fingerprint(
             "preference-v1",
             self.tokenizer_name,
@@ -305,32 +283,9 @@ class PreferenceDataModule(TokenDataModule):
             self.split,
             files=[path],
         )
-        tokenizer, max_length, truncation = self.tokenizer, self.max_length, self.truncation
-
-        def encode(batch: dict[str, list]) -> dict[str, list]:
-            out: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "bad": []}
-            for i in range(len(batch["location"])):
-                pair = PreferencePair(
-                    context=batch["context"][i],
-                    prompt_text=batch["prompt_text"][i],
-                    chosen=batch["chosen"][i],
-                    rejected=batch["rejected"][i],
-                    neg_type=batch["neg_type"][i],
-                    group=batch["group"][i],
-                    location=batch["location"][i],
-                )
-                try:
-                    enc, bad = encode_pair(tokenizer, pair, max_length, truncation), ""
-                except BadPairError as e:
-                    enc, bad = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}, e.reason
-                for k, v in enc.items():
-                    out[k].append(v)
-                out["bad"].append(bad)
-            return out
-
         ds = cached_map(
             raw,
-            encode,
+            pair_encoder(self.tokenizer, self.max_length, self.truncation),
             key,
             self.cache_dir,
             "preference",
@@ -338,6 +293,31 @@ class PreferenceDataModule(TokenDataModule):
             self.num_proc,
             remove_columns=["context", "prompt_text", "chosen", "rejected"],
         )
+        ds = self._drop_bad(ds)
+        if len(ds) == 0:
+            raise DataError(self._nothing_left(path))
+        return ds, key
+
+    def _read_pairs(self, path: str) -> list[PreferencePair]:
+        """The file's pairs in the standard form, filtered by ``data.neg_types``; bad records raise or
+        are counted in ``skipped`` (``data.on_bad_record``)."""
+        pairs: list[PreferencePair] = []
+        for record in read_records(path, split=self.split):
+            try:
+                pair = normalise_pair(record, self.standard_format)
+            except BadPairError as e:
+                if self.on_bad_record == "error":
+                    raise
+                self.skipped[e.reason] += 1
+                continue
+            if self.keep_neg_types is None or pair.neg_type in self.keep_neg_types:
+                pairs.append(pair)
+        if not pairs:
+            raise DataError(self._nothing_left(path))
+        return pairs
+
+    def _drop_bad(self, ds: datasets.Dataset) -> datasets.Dataset:
+        """Raise on the first pair that failed to encode, or drop and count them (``on_bad_record``)."""
         bad = ds["bad"]
         if any(bad):
             if self.on_bad_record == "error":
@@ -346,10 +326,7 @@ class PreferenceDataModule(TokenDataModule):
                 raise BadPairError(row["location"], row["bad"], f"data.max_length={self.max_length}")
             self.skipped.update(b for b in bad if b)
             ds = ds.select([i for i, b in enumerate(bad) if not b])
-        ds = ds.remove_columns("bad")
-        if len(ds) == 0:
-            raise DataError(self._nothing_left(path))
-        return ds, key
+        return ds.remove_columns("bad")
 
     def _nothing_left(self, path: str) -> str:
         return (
@@ -357,6 +334,29 @@ class PreferenceDataModule(TokenDataModule):
             + (f" ({self.skip_report()})" if self.skipped else "")
             + (f"; data.neg_types={self.keep_neg_types} matched none" if self.keep_neg_types else "")
         )
+
+
+def pair_encoder(tokenizer: Any, max_length: int, truncation: str) -> Any:
+    """A ``datasets.map`` batch function: pair columns -> ``prompt_ids``/``chosen_ids``/``rejected_ids``
+    and ``bad`` (the reason a pair could not be encoded, or "")."""
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        out: dict[str, list] = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": [], "bad": []}
+        for i in range(len(batch["location"])):
+            pair = PreferencePair(**{f: batch[f][i] for f in PAIR_FIELDS})
+            try:
+                enc, bad = encode_pair(tokenizer, pair, max_length, truncation), ""
+            except BadPairError as e:
+                enc, bad = {"prompt_ids": [], "chosen_ids": [], "rejected_ids": []}, e.reason
+            for k, v in enc.items():
+                out[k].append(v)
+            out["bad"].append(bad)
+        return out
+
+    return encode
+
+
+PAIR_FIELDS = ("context", "prompt_text", "chosen", "rejected", "neg_type", "group", "location")
 
 
 def split_by_group(groups: list[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:

@@ -31,9 +31,9 @@ from typing import Any
 import torch
 
 from datamodules.base import TokenDataModule, split_indices
-from datamodules.chat_masks import IGNORE_INDEX
 from datamodules.records import Record, read_records
-from lightning_modules.components.backbone import load_tokenizer
+from models import load_tokenizer
+from models.nll import IGNORE_INDEX
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,16 @@
-"""Shared inference layer: backends, generation settings, chat templating, answer extraction and the
-reasoning methods (greedy CoT, Self-Consistency, Self-Agreement) with their evaluator.
+"""Shared inference layer, used by eval.py, generate.py stages and training callbacks alike: generation
+backends (HF, vLLM, OpenAI-compatible HTTP), sampling settings, chat templating, the KV cache,
+stopping, answer extraction and the resumable sample cache.
 
 Typical use::
 
-    from inference import HFBackend, evaluate_reasoning, load_reasoning_records, write_results
+    from inference import HFBackend, SamplingParams
 
     backend = HFBackend.from_pretrained("path/to/model")
-    records = load_reasoning_records("data/reasoning/test.jsonl")
-    results = evaluate_reasoning(backend, records, methods=["greedy", "sc", "sa"], ks=[1, 3, 5])
-    write_results(results, "outputs/eval")
+    completions = backend.generate(["2+2="], SamplingParams(max_new_tokens=8))
+
+The reasoning methods (greedy CoT, Self-Consistency, Self-Agreement) and their evaluator live in
+``evaluation/reasoning/``.
 
 Names are imported lazily, so ``import inference.extraction`` does not pull in torch/transformers.
 """
@@ -31,27 +33,12 @@ _EXPORTS = {
     "apply_chat_template": "inference.chat",
     "count_tokens": "inference.chat",
     "encode_prompt": "inference.chat",
-    "evaluate_reasoning": "inference.evaluator",
-    "flat_metrics": "inference.evaluator",
-    "print_results_table": "inference.evaluator",
-    "write_results": "inference.evaluator",
     "extract_answer": "inference.extraction",
     "extract_choice": "inference.extraction",
     "extract_number": "inference.extraction",
     "extract_yes_no": "inference.extraction",
-    "PromptSettings": "inference.prompts",
-    "build_agreement_prompt": "inference.prompts",
-    "build_cot_prompt": "inference.prompts",
-    "majority_vote": "inference.reasoning_methods",
-    "self_consistency": "inference.reasoning_methods",
-    "ReasoningDataError": "inference.reasoning_records",
-    "ReasoningRecord": "inference.reasoning_records",
-    "load_reasoning_records": "inference.reasoning_records",
     "SampleCache": "inference.sample_cache",
     "SamplingParams": "inference.sampling",
-    "ReasoningEvalSpec": "inference.reasoning_spec",
-    "merge_results": "inference.scoring",
-    "score_rows": "inference.scoring",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -21,6 +21,7 @@ import hashlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,12 +155,91 @@ def generate_token_ids(
     if any(len(p) == 0 for p in prompts):
         raise ValueError("Every prompt must have at least one token (got an empty prompt).")
     device = next(model.parameters()).device
-    n = params.n
-    num_prompts = len(prompts)
-    rows = num_prompts * n
-    max_len = max(len(p) for p in prompts)
+    n, rows = params.n, len(prompts) * params.n
+    st = _prefill(model, prompts, n, pad_token_id, params.max_new_tokens, device)
+    generators = _prompt_generators(params, prompts, seed_keys, device)
+    eos = torch.tensor(sorted(set(eos_token_ids)) if not params.ignore_eos else [], dtype=torch.long)
+    eos = eos.to(device)
+    generated = torch.full((rows, params.max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    lengths = torch.zeros(rows, dtype=torch.long)  # tokens generated per original row (EOS included)
+    reasons = ["length"] * rows
+    live = torch.arange(rows)  # original row index of each current batch row
+    done_live = torch.zeros(rows, dtype=torch.bool)  # per current batch row
+    use_stop = stop_checker is not None and len(params.stop) > 0
 
-    # ---- prefill each prompt once (left padded) ----
+    for step in range(params.max_new_tokens):
+        next_tok = _choose_tokens(st.logits, params, generators, live, n, device)
+        # ---- record tokens of rows that are still running ----
+        running = ~done_live
+        run_rows = live[running]
+        generated[run_rows.to(device), step] = next_tok[running.to(device)]
+        lengths[run_rows] += 1
+        newly_done = torch.zeros_like(done_live)
+        if eos.numel() > 0:
+            is_eos = torch.isin(next_tok, eos).cpu() & running
+            for r in live[is_eos].tolist():
+                reasons[r] = "eos"
+            newly_done |= is_eos
+        if use_stop:
+            assert stop_checker is not None
+            window = generated[:, max(0, step + 1 - stop_window) : step + 1]  # every row's tail
+            _mark_stops(stop_checker, running & ~newly_done, window, newly_done, reasons, live)
+        done_live |= newly_done
+        if bool(done_live.all()) or step == params.max_new_tokens - 1:
+            break
+        # ---- drop finished rows once they are a large enough share of the batch ----
+        num_done = int(done_live.sum())
+        if num_done > 0 and num_done >= compact_fraction * done_live.numel():
+            keep = (~done_live).nonzero().squeeze(1)
+            next_tok = st.select(keep.to(device), next_tok)
+            live, done_live = live[keep], done_live[keep]
+        st.decode(model, next_tok)
+    return _collect(generated.cpu(), lengths, reasons, len(prompts), n)
+
+
+@dataclass
+class _DecodeState:
+    """The batch being decoded: KV cache, attention mask, last logits and next positions per row."""
+
+    cache: Any
+    attn: torch.Tensor
+    logits: torch.Tensor
+    next_pos: torch.Tensor
+    cache_kw: str
+    extra: dict[str, Any]
+
+    def select(self, keep: torch.Tensor, next_tok: torch.Tensor) -> torch.Tensor:
+        """Keep only the rows ``keep`` (finished rows are dropped); returns ``next_tok`` for them."""
+        self.cache.batch_select_indices(keep)
+        self.attn, self.next_pos = self.attn[keep], self.next_pos[keep]
+        return next_tok[keep]
+
+    def decode(self, model: torch.nn.Module, next_tok: torch.Tensor) -> None:
+        """One decode step of every current row with its token ``next_tok``."""
+        self.attn = torch.cat([self.attn, self.attn.new_ones((self.attn.shape[0], 1))], dim=1)
+        out = model(
+            input_ids=next_tok.unsqueeze(1),
+            attention_mask=self.attn,
+            position_ids=self.next_pos.unsqueeze(1),
+            use_cache=True,
+            **{self.cache_kw: self.cache},
+            **self.extra,
+        )
+        self.cache = _model_cache(out)
+        self.logits = out.logits[:, -1, :].float()
+        self.next_pos = self.next_pos + 1
+
+
+def _prefill(
+    model: torch.nn.Module,
+    prompts: Sequence[Sequence[int]],
+    n: int,
+    pad_token_id: int,
+    max_new_tokens: int,
+    device: torch.device,
+) -> _DecodeState:
+    """Run each prompt once (left padded), then share its KV cache across its ``n`` sample rows."""
+    num_prompts, max_len = len(prompts), max(len(p) for p in prompts)
     input_ids = torch.full((num_prompts, max_len), pad_token_id, dtype=torch.long)
     attn = torch.zeros((num_prompts, max_len), dtype=torch.long)
     for i, p in enumerate(prompts):
@@ -173,100 +253,81 @@ def generate_token_ids(
     logits = out.logits[:, -1, :].float()
     next_pos = position_ids[:, -1] + 1
     # Room for every decode step up front: no per-step torch.cat of the whole cache.
-    preallocate(cache, params.max_new_tokens)
+    preallocate(cache, max_new_tokens)
     if n > 1:
         # Share the prompt's KV cache across its n samples instead of recomputing it n times.
         cache.batch_repeat_interleave(n)
         attn = attn.repeat_interleave(n, dim=0)
         logits = logits.repeat_interleave(n, dim=0)
         next_pos = next_pos.repeat_interleave(n, dim=0)
+    return _DecodeState(cache, attn, logits, next_pos, cache_kw, extra)
 
-    # ---- per-prompt RNGs ----
-    generators: list[torch.Generator] | None = None
-    if not params.greedy and params.seed is not None:
-        keys = list(seed_keys) if seed_keys is not None else [",".join(map(str, p)) for p in prompts]
-        if len(keys) != num_prompts:
-            raise ValueError("seed_keys must have one entry per prompt")
-        generators = [torch.Generator(device=device).manual_seed(prompt_seed(params.seed, k)) for k in keys]
 
-    eos = torch.tensor(sorted(set(eos_token_ids)) if not params.ignore_eos else [], dtype=torch.long)
-    eos = eos.to(device)
-    generated = torch.full((rows, params.max_new_tokens), pad_token_id, dtype=torch.long, device=device)
-    lengths = torch.zeros(rows, dtype=torch.long)  # tokens generated per original row (EOS included)
-    reasons = ["length"] * rows
-    live = torch.arange(rows)  # original row index of each current batch row
-    done_live = torch.zeros(rows, dtype=torch.bool)  # per current batch row
-    use_stop = stop_checker is not None and len(params.stop) > 0
+def _prompt_generators(
+    params: SamplingParams,
+    prompts: Sequence[Sequence[int]],
+    seed_keys: Sequence[str] | None,
+    device: torch.device,
+) -> list[torch.Generator] | None:
+    """One RNG per prompt, seeded from ``(params.seed, key)``; None when greedy or unseeded."""
+    if params.greedy or params.seed is None:
+        return None
+    keys = list(seed_keys) if seed_keys is not None else [",".join(map(str, p)) for p in prompts]
+    if len(keys) != len(prompts):
+        raise ValueError("seed_keys must have one entry per prompt")
+    return [torch.Generator(device=device).manual_seed(prompt_seed(params.seed, k)) for k in keys]
 
-    for step in range(params.max_new_tokens):
-        # ---- choose the next token for every current row ----
-        if params.greedy:
-            next_tok = logits.argmax(dim=-1)
-        else:
-            probs = sampling_probs(logits, params.temperature, params.top_k, params.top_p)
-            if generators is None:
-                uniforms = torch.rand(probs.shape[0], device=device)
-            else:
-                # One RNG per prompt, and each prompt draws n numbers per step whatever number of its
-                # rows is still live, so its stream never depends on other prompts or on compaction.
-                prompt_of_row = live // n
-                present = torch.unique_consecutive(prompt_of_row)
-                draws = torch.stack(
-                    [torch.rand(n, generator=generators[pid], device=device) for pid in present.tolist()]
-                )
-                slot = torch.searchsorted(present, prompt_of_row)
-                uniforms = draws[slot.to(device), (live % n).to(device)]
-            next_tok = sample_inverse_cdf(probs, uniforms)
-        # ---- record tokens of rows that are still running ----
-        running = ~done_live
-        run_rows = live[running]
-        generated[run_rows.to(device), step] = next_tok[running.to(device)]
-        lengths[run_rows] += 1
-        newly_done = torch.zeros_like(done_live)
-        if eos.numel() > 0:
-            is_eos = torch.isin(next_tok, eos).cpu() & running
-            for r in live[is_eos].tolist():
-                reasons[r] = "eos"
-            newly_done |= is_eos
-        if use_stop:
-            check = (running & ~newly_done).nonzero().squeeze(1)
-            if check.numel() > 0:
-                start = max(0, step + 1 - stop_window)
-                tails = generated[live[check].to(device), start : step + 1].tolist()
-                hits = stop_checker(tails)
-                for idx, hit in zip(check.tolist(), hits):
-                    if hit:
-                        newly_done[idx] = True
-                        reasons[int(live[idx])] = "stop"
-        done_live |= newly_done
-        if bool(done_live.all()) or step == params.max_new_tokens - 1:
-            break
-        # ---- drop finished rows once they are a large enough share of the batch ----
-        num_done = int(done_live.sum())
-        if num_done > 0 and num_done >= compact_fraction * done_live.numel():
-            keep = (~done_live).nonzero().squeeze(1)
-            keep_dev = keep.to(device)
-            cache.batch_select_indices(keep_dev)
-            attn = attn[keep_dev]
-            next_pos = next_pos[keep_dev]
-            next_tok = next_tok[keep_dev]
-            live = live[keep]
-            done_live = done_live[keep]
-        # ---- one decode step for the current rows ----
-        attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
-        out = model(
-            input_ids=next_tok.unsqueeze(1),
-            attention_mask=attn,
-            position_ids=next_pos.unsqueeze(1),
-            use_cache=True,
-            **{cache_kw: cache},
-            **extra,
+
+def _choose_tokens(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generators: list[torch.Generator] | None,
+    live: torch.Tensor,
+    n: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """The next token of every current row: argmax, or an inverse-CDF draw from the filtered probs."""
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    probs = sampling_probs(logits, params.temperature, params.top_k, params.top_p)
+    if generators is None:
+        uniforms = torch.rand(probs.shape[0], device=device)
+    else:
+        # One RNG per prompt, and each prompt draws n numbers per step whatever number of its
+        # rows is still live, so its stream never depends on other prompts or on compaction.
+        prompt_of_row = live // n
+        present = torch.unique_consecutive(prompt_of_row)
+        draws = torch.stack(
+            [torch.rand(n, generator=generators[pid], device=device) for pid in present.tolist()]
         )
-        cache = _model_cache(out)
-        logits = out.logits[:, -1, :].float()
-        next_pos = next_pos + 1
+        slot = torch.searchsorted(present, prompt_of_row)
+        uniforms = draws[slot.to(device), (live % n).to(device)]
+    return sample_inverse_cdf(probs, uniforms)
 
-    gen_cpu = generated.cpu()
+
+def _mark_stops(
+    stop_checker: StopChecker,
+    candidates: torch.Tensor,
+    window: torch.Tensor,
+    newly_done: torch.Tensor,
+    reasons: list[str],
+    live: torch.Tensor,
+) -> None:
+    """Finish (reason ``stop``) the candidate rows whose generated tail the checker flags."""
+    check = candidates.nonzero().squeeze(1)
+    if check.numel() == 0:
+        return
+    hits = stop_checker(window[live[check].to(window.device)].tolist())
+    for idx, hit in zip(check.tolist(), hits):
+        if hit:
+            newly_done[idx] = True
+            reasons[int(live[idx])] = "stop"
+
+
+def _collect(
+    gen_cpu: torch.Tensor, lengths: torch.Tensor, reasons: list[str], num_prompts: int, n: int
+) -> list[list[TokenSequence]]:
+    """``result[i][j]``: the j-th continuation of prompt i (EOS dropped from the ids, counted in tokens)."""
     result: list[list[TokenSequence]] = []
     for i in range(num_prompts):
         group = []

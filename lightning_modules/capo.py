@@ -3,7 +3,7 @@
 DPO-style training on pairs whose rejected answer was produced under a corrupted context, with every
 log-prob taken under the true full context (the data's ``prompt_ids``). The objective is
 ``lightning_modules/losses/capo.py``; the reference model is handled by
-``lightning_modules/components/reference.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
+``lightning_modules/components/reference_policy.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
 
 Each step runs ONE policy forward over the concatenated [chosen; rejected] batch (2B rows), with the
 LM head applied only to response positions, plus one no-grad reference forward in the live modes.
@@ -20,12 +20,13 @@ import warnings
 from typing import Any
 
 import torch
-from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components import reference as ref_lib
+from lightning_modules.components import reference_policy as ref_lib
 from lightning_modules.components.logprobs import model_token_logprobs
+from lightning_modules.components.precomputed_reference import PrecomputedReference
 from lightning_modules.losses.capo import LOSS_TYPES, capo_loss
+from models.nll import masked_nll
 from utils.errors import ConfigError, QuartetError
 
 # The frozen reference copy is kept in eval mode on purpose; Lightning would warn about it every fit.
@@ -119,9 +120,7 @@ class CaPOModule(CausalLMModule):
         self.ref_fingerprint: str | None = None
         self.neg_types: list[str] = []
         self._tallies: dict[str, GroupTally] = {}
-        self._ref_columns: dict[str, dict[str, torch.Tensor]] = {}  # split -> precomputed columns
-        self._ref_keys: dict[str, str] = {}
-        self._loaded_checkpoint = False
+        self.precomputed = PrecomputedReference("capo", REF_COLUMNS, what="reference log-probs")
 
     # ---- model -------------------------------------------------------------------------------------
     def on_model_built(self) -> None:
@@ -183,7 +182,7 @@ class CaPOModule(CausalLMModule):
             rejected_lengths=counts[n:] if ipo_lengths else None,
         )
         if self.sft_weight > 0:
-            sft = -logps[:n].sum() / counts[:n].sum().clamp(min=1)
+            sft = masked_nll(logps[:n], counts[:n])
             loss = loss + self.sft_weight * sft
             metrics["sft_loss"] = sft.detach()
         return loss, metrics
@@ -235,21 +234,16 @@ class CaPOModule(CausalLMModule):
 
     def on_fit_start(self) -> None:
         if self.reference_mode == "precomputed":
-            self._prepare_reference_columns(("train", "val"), allow_compute=not self._loaded_checkpoint)
+            from_scratch = not self.precomputed.from_checkpoint
+            self._prepare_reference_columns(("train", "val"), allow_compute=from_scratch)
 
     def on_validation_start(self) -> None:
         if self.reference_mode == "precomputed" and self.trainer.state.fn != "fit":
             self._prepare_reference_columns(("val",), allow_compute=False)
 
     def on_train_start(self) -> None:
-        if self.reference_mode != "precomputed":
-            return
-        ds = self.trainer.datamodule.dataset("train")
-        if ds is not None and not set(REF_COLUMNS) <= set(ds.column_names):
-            raise QuartetError(
-                "module.reference=precomputed: no reference log-probs for the training data (the checkpoint "
-                "has none and the cache is missing); resume from a checkpoint of a precomputed run or start afresh"
-            )
+        if self.reference_mode == "precomputed":
+            self.precomputed.require(self.trainer.datamodule, "train")
 
     def _reference_key(self, dm: Any, split: str) -> str:
         from datamodules.base import fingerprint
@@ -259,75 +253,39 @@ class CaPOModule(CausalLMModule):
         )
 
     def _prepare_reference_columns(self, splits: tuple[str, ...], allow_compute: bool) -> None:
-        """Attach precomputed reference log-probs to the datamodule's splits: from this run's memory or
-        checkpoint, else the disk cache, else (at the start of a fresh fit) a pre-pass over the data
-        with the still-initial policy. Every rank takes part in the pre-pass (FSDP needs it)."""
+        """Attach precomputed reference log-probs to the datamodule's splits (see
+        :class:`PrecomputedReference`); the pre-pass scores with the still-initial policy."""
         dm = self.trainer.datamodule
-        for split in splits:
-            ds = dm.dataset(split)
-            if ds is None or len(ds) == 0:
-                continue
-            key = self._reference_key(dm, split)
-            columns = self._ref_columns.get(split)
-            if columns is not None and self._ref_keys.get(split) != key and not self._loaded_checkpoint:
-                columns = None  # from another run or data; a checkpoint's own values are always kept
-            path = ref_lib.cache_path(dm.cache_dir, "capo-ref", key)
-            if columns is None:
-                columns = ref_lib.load_cached(path, key)
-            if columns is None and allow_compute:
-                rank_zero_info(f"precomputing reference log-probs for {len(ds)} {split} pairs")
-                columns = self._precompute(dm, ds)
-                if self.trainer.is_global_zero:
-                    ref_lib.save_cached(path, key, columns)
-                self.trainer.strategy.barrier("capo-ref-precompute")
-            if columns is None:
-                raise QuartetError(
-                    f"module.reference=precomputed: no cached reference log-probs for the {split} data "
-                    f"(expected {path}); run training from the start, or resume from its checkpoint"
-                )
-            if len(columns[REF_COLUMNS[0]]) != len(ds):
-                raise QuartetError(
-                    f"module.reference=precomputed: the saved reference log-probs cover "
-                    f"{len(columns[REF_COLUMNS[0]])} {split} pairs but the data has {len(ds)}; "
-                    "resume with the same data.path, or start afresh"
-                )
-            self._ref_columns[split], self._ref_keys[split] = columns, key
-            dm.set_columns(split, {k: columns[k].tolist() for k in REF_COLUMNS})
+        self.precomputed.prepare(
+            self.trainer,
+            splits,
+            key_of=lambda split: self._reference_key(dm, split),
+            score=self._score_reference if allow_compute else None,
+            batch_size=self.precompute_batch_size,
+            to_device=lambda b: self.transfer_batch_to_device(b, self.device, 0),
+        )
 
-    def _precompute(self, dm: Any, ds: Any) -> dict[str, torch.Tensor]:
-        batch_size = self.precompute_batch_size or dm.eval_batch_size
-        loader = dm._loader(ds, False, batch_size)
-
-        def score(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-            n = batch["neg_type"].shape[0]
+    def _score_reference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """π_ref sequence log-probs of one batch under the initial policy (adapter off for LoRA)."""
+        n = batch["neg_type"].shape[0]
+        with ref_lib.eval_mode(self.model):
             if ref_lib.is_peft_model(self.model):
                 with ref_lib.adapter_disabled(self.model):
                     logps = self.sequence_logps(self.model, batch)[0]
             else:
                 logps = self.sequence_logps(self.model, batch)[0]
-            return {REF_COLUMNS[0]: logps[:n], REF_COLUMNS[1]: logps[n:]}
-
-        to_device = lambda b: self.transfer_batch_to_device(b, self.device, 0)  # noqa: E731
-        with ref_lib.eval_mode(self.model):
-            return ref_lib.precompute(score, loader, len(ds), to_device)
+        return {REF_COLUMNS[0]: logps[:n], REF_COLUMNS[1]: logps[n:]}
 
     # ---- checkpoints: the precomputed reference travels with them ----------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._ref_columns:
-            checkpoint[CKPT_KEY] = {
-                "keys": dict(self._ref_keys),
-                "columns": {s: dict(c) for s, c in self._ref_columns.items()},
-            }
+        state = self.precomputed.state_dict()
+        if state is not None:
+            checkpoint[CKPT_KEY] = state
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._loaded_checkpoint = True
+        self.precomputed.from_checkpoint = True
         saved = checkpoint.get(CKPT_KEY)
         if not saved or self.reference_mode != "precomputed":
             return
-        self._ref_keys = dict(saved["keys"])
-        self._ref_columns = {s: dict(c) for s, c in saved["columns"].items()}
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and getattr(dm, "keys", None):
-            for split, columns in self._ref_columns.items():
-                if dm.dataset(split) is not None and len(dm.dataset(split)) == len(columns[REF_COLUMNS[0]]):
-                    dm.set_columns(split, {k: columns[k].tolist() for k in REF_COLUMNS})
+        self.precomputed.load_state_dict(saved, dm)

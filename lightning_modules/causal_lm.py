@@ -21,8 +21,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from lightning_modules.components.backbone import build_model, decoder_layers, load_tokenizer
 from lightning_modules.components.optim import build_optimizer_and_scheduler
+from models import build_model, decoder_layers, load_tokenizer, save_model_code
 
 
 def as_dict(cfg: Any) -> Any:
@@ -133,6 +133,7 @@ class CausalLMModule(L.LightningModule):
             export_model = type(model)(model.config)
             export_model.load_state_dict(state)
         export_model.save_pretrained(out)
+        save_model_code(export_model, out)  # Quartet MoE: modeling files + auto_map (trust_remote_code)
         self.tokenizer.save_pretrained(out)
         return out
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components import reference as ref_lib
+from lightning_modules.components import reference_policy as ref_lib
 from lightning_modules.components.logprobs import model_token_logprobs
 from lightning_modules.losses.rlmec import NORMALIZERS, rlmec_loss
 from utils.errors import ConfigError

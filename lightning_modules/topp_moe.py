@@ -39,9 +39,9 @@ from torchmetrics import Metric
 from torchmetrics.text import Perplexity
 
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components.moe_backbone import MOE_KINDS, moe_config_problems
 from lightning_modules.losses.moe import balance_loss, moe_aux_loss, router_z_loss, routing_stats
 from lightning_modules.losses.sft import IGNORE_INDEX, masked_causal_lm_loss
+from models.moe_factory import MOE_KINDS, moe_config_problems
 from utils.errors import ConfigError
 
 

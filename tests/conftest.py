@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from lightning_modules.components.backbone import load_tokenizer
+    from models.tokenizer import load_tokenizer
 
     return load_tokenizer(str(ROOT / "assets" / "tokenizer"))
 

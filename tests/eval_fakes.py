@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import Completion, GenerationBackend, Prompt
-from inference.reasoning_records import ReasoningRecord
 from inference.sampling import SamplingParams
 
 

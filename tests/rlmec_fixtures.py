@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from inference.reasoning_records import load_reasoning_records
+from evaluation.reasoning.records import load_reasoning_records
 from lightning_modules.losses.rlmec import grm_token_rewards
 from stages.rlmec.alignment import imitation_weights
 from stages.rlmec.steps import gold_solution

@@ -12,7 +12,7 @@ import torch
 from datamodules.base import split_indices
 from datamodules.chat import ChatDataModule
 from datamodules.collate import PadCollator
-from datamodules.sampling import ResumableSampler
+from datamodules.resumable_sampler import ResumableSampler
 from tests.conftest import ROOT
 from utils.errors import ConfigError, DataError
 

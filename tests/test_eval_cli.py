@@ -24,8 +24,8 @@ SMALL = [
 def _reference(cfg, tiny_hf_dir, batch_size: int) -> dict:
     """The same evaluation straight through the inference layer (no Hydra, no Lightning)."""
     from datamodules.reasoning import load_questions
-    from eval import build_spec
     from inference.backends.hf import HFBackend
+    from tasks.reasoning import build_spec
 
     records = load_questions(cfg.data.path, limit=cfg.data.limit)
     backend = HFBackend.from_pretrained(str(tiny_hf_dir), dtype="float32", batch_size=batch_size)
@@ -34,7 +34,7 @@ def _reference(cfg, tiny_hf_dir, batch_size: int) -> dict:
 
 def test_evaluate_writes_results_equal_to_the_inference_layer(tmp_path, tiny_hf_dir) -> None:
     from eval import evaluate
-    from inference.scoring import score_rows
+    from evaluation.reasoning.scoring import score_rows
 
     cfg = compose_cfg([*SMALL, "model=hf", f"model.pretrained={tiny_hf_dir}"], tmp_path, config_name="eval")
     metrics = evaluate(cfg)

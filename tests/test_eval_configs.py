@@ -9,7 +9,7 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from inference.prompts import AGREEMENT_PATH_TEMPLATE, AGREEMENT_TEMPLATE
+from evaluation.reasoning.prompts import AGREEMENT_PATH_TEMPLATE, AGREEMENT_TEMPLATE
 from tests.helpers import CONF, compose_cfg
 
 # eval.py's own groups, every option; plus the shared groups' options an evaluation uses.
@@ -24,7 +24,7 @@ NEEDS = {
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir) -> None:
-    from eval import build_spec
+    from tasks.reasoning import build_spec
 
     extra = NEEDS.get((group, option), [])
     if (group, option) == ("model", "hf"):
@@ -37,7 +37,7 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
 
 
 def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
-    from eval import build_spec, headline_metric
+    from tasks.reasoning import build_spec, headline_metric
 
     cfg = compose_cfg([], tmp_path, config_name="eval")
     spec = build_spec(cfg)
@@ -60,7 +60,7 @@ def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
 
 
 def test_config_problems_are_reported_together(tmp_path) -> None:
-    from eval import validate_eval_config
+    from tasks.reasoning import validate_eval_config
     from utils.errors import ConfigError
 
     cfg = compose_cfg(

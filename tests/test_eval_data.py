@@ -11,7 +11,7 @@ import pytest
 
 from datamodules.reasoning import ReasoningQuestionDataModule, load_questions, shard
 from datamodules.reasoning_sft import ReasoningSFTDataModule
-from inference.prompts import PromptSettings, build_cot_prompt
+from evaluation.reasoning.prompts import PromptSettings, build_cot_prompt
 from tests.conftest import ROOT
 from utils.errors import ConfigError, DataError
 

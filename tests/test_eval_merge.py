@@ -8,10 +8,10 @@ import json
 import pytest
 
 from datamodules.reasoning import shard
-from inference.evaluator import write_results
-from inference.reasoning_spec import ReasoningEvalSpec, SpecError
+from evaluation.reasoning.evaluator import write_results
+from evaluation.reasoning.scoring import merge_results, score_rows
+from evaluation.reasoning.spec import ReasoningEvalSpec, SpecError
 from inference.sample_cache import SampleCache
-from inference.scoring import merge_results, score_rows
 from tests.eval_fakes import HashBackend, questions
 
 SPEC = ReasoningEvalSpec.from_config(

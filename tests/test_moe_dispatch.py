@@ -4,16 +4,16 @@ vs transformers' Mixtral sparse MoE block."""
 import pytest
 import torch
 
-import lightning_modules.components.moe.dispatch as dispatch_mod
-from lightning_modules.components.moe import (
+import models.moe.dispatch as dispatch_mod
+from models.moe import (
     DISPATCH_IMPLS,
     MoELayer,
     RouterConfig,
     available_dispatch_impls,
     moe_dispatch,
     plan_dispatch,
-    reference_moe,
 )
+from models.moe.dispatch_oracle import dense_moe_oracle
 
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 IMPLS = available_dispatch_impls("cpu", torch.float32)
@@ -59,7 +59,7 @@ def test_grouped_mm_availability_is_reported():
 def test_dispatch_matches_reference_forward_and_backward(impl, shape):
     x, gate_up, down, mask, weights, grad_out = make_problem(*shape)
     tensors = [x, gate_up, down, weights]
-    ref, ref_grads = grads_of(lambda: reference_moe(x, mask, weights, gate_up, down), tensors, grad_out)
+    ref, ref_grads = grads_of(lambda: dense_moe_oracle(x, mask, weights, gate_up, down), tensors, grad_out)
     out, got = grads_of(lambda: moe_dispatch(x, mask, weights, gate_up, down, impl=impl), tensors, grad_out)
     torch.testing.assert_close(out, ref, **TOL)
     for name, a, b in zip(("x", "gate_up", "down", "weights"), got, ref_grads):
@@ -78,7 +78,7 @@ def test_fused_blocks_and_gemm_modes_match_reference(monkeypatch, gemm, block_ro
     # Sizes with 16-byte-aligned rows so the grouped GEMM path really runs when requested.
     x, gate_up, down, mask, weights, grad_out = make_problem(37, 16, 12, 5, 0.4, (2,), seed=3)
     tensors = [x, gate_up, down, weights]
-    ref, ref_grads = grads_of(lambda: reference_moe(x, mask, weights, gate_up, down), tensors, grad_out)
+    ref, ref_grads = grads_of(lambda: dense_moe_oracle(x, mask, weights, gate_up, down), tensors, grad_out)
     out, got = grads_of(
         lambda: moe_dispatch(x, mask, weights, gate_up, down, impl="fused"), tensors, grad_out
     )
@@ -125,7 +125,7 @@ def test_layer_gradients_match_reference_including_router(impl):
 
     def reference():
         routed = layer.router(x.reshape(-1, 16))
-        out = reference_moe(x.reshape(-1, 16), routed.mask, routed.weights, *layer.experts.parameters())
+        out = dense_moe_oracle(x.reshape(-1, 16), routed.mask, routed.weights, *layer.experts.parameters())
         return out.reshape(x.shape)
 
     ref, ref_grads = grads_of(reference, params, grad_out)

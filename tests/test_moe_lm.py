@@ -16,13 +16,13 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from lightning_modules.components.moe_lm import (
+from lightning_modules.losses.moe import moe_aux_loss
+from models.quartet_moe import (
     QuartetMoEConfig,
     QuartetMoEDecoderLayer,
     QuartetMoEForCausalLM,
     upcycle_dense_to_moe,
 )
-from lightning_modules.losses.moe import moe_aux_loss
 
 VOCAB = 64
 

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from lightning_modules.components.moe import MoEAux, MoELayer, RouterConfig
 from lightning_modules.losses.moe import (
     balance_loss,
     dynamic_loss,
@@ -14,6 +13,7 @@ from lightning_modules.losses.moe import (
     router_z_loss,
     routing_stats,
 )
+from models.moe import MoEAux, MoELayer, RouterConfig
 
 
 def test_balance_loss_is_one_under_uniform_routing():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightning_modules.components.moe import (
+from models.moe import (
     Router,
     RouterConfig,
     TopKRouter,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from inference.generation_cache import CachedGenerator
 
 from inference.backends.base import Completion, GenerationBackend
 from inference.chat import NextTurn
+from inference.generation_cache import CachedGenerator
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
 from stages.parrot_rollout.filters import RolloutFilters

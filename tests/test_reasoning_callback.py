@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 
-from callbacks.reasoning_eval import ReasoningEvalCallback
+from callbacks.reasoning_eval_callback import ReasoningEvalCallback
 from inference.backends.hf import HFBackend
 from tests.helpers import FAST, ROOT, compose_cfg
 from utils.errors import ConfigError
@@ -75,7 +75,7 @@ class _TinyLM(L.LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        from lightning_modules.components.backbone import build_model, load_tokenizer
+        from models import build_model, load_tokenizer
 
         self.tokenizer = load_tokenizer(str(ROOT / "assets" / "tokenizer"))
         cfg = {

@@ -10,11 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.reasoning.evaluator import (
+    evaluate_reasoning,
+    flat_metrics,
+    print_results_table,
+    write_results,
+)
+from evaluation.reasoning.methods import majority_vote, self_agreement, self_consistency
+from evaluation.reasoning.prompts import (
+    PromptSettings,
+    build_agreement_prompt,
+    build_agreement_text,
+    build_cot_prompt,
+)
+from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import Completion, GenerationBackend, Prompt
-from inference.evaluator import evaluate_reasoning, flat_metrics, print_results_table, write_results
-from inference.prompts import PromptSettings, build_agreement_prompt, build_agreement_text, build_cot_prompt
-from inference.reasoning_methods import majority_vote, self_consistency
-from inference.reasoning_records import ReasoningRecord
 from inference.sample_cache import SampleCache, cache_key
 from inference.sampling import SamplingParams
 
@@ -103,6 +113,26 @@ def test_majority_vote_and_tie_break() -> None:
         self_consistency(["1"], 2)
     with pytest.raises(ValueError, match="k must be >= 1"):
         self_consistency(["1"], 0)
+
+
+def test_self_agreement_asks_the_model_once_per_question_with_the_first_k_paths() -> None:
+    fake = FakeBackend()
+    cache = SampleCache(None)
+    settings = PromptSettings(chat=False)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=16)
+    paths = [PATHS[Q1.question], PATHS[Q2.question]]
+    out = self_agreement(fake, cache, [Q1, Q2], paths, 3, settings, params)
+    # The model's own reply is the answer; the fake reports how many solutions the prompt showed.
+    assert [g[0].text for g in out] == [f"{AGREE[Q1.question]} (k=3)", AGREE[Q2.question]]
+    assert fake.calls == [("agreement", 1, 2)]
+    key = cache_key(
+        "agreement", "q1", "fake-model", params, build_agreement_prompt(Q1, paths[0][:3], settings)
+    )
+    assert cache.get(key, 1)[0].text == out[0][0].text  # cached under kind "agreement"
+    again = self_agreement(fake, cache, [Q1, Q2], paths, 3, settings, params)
+    assert [g[0].text for g in again] == [g[0].text for g in out] and len(fake.calls) == 1
+    with pytest.raises(ValueError, match="exceeds the available paths"):
+        self_agreement(fake, cache, [Q1], [["only one"]], 2, settings, params)
 
 
 def test_agreement_prompt_exact_string() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from evaluation.reasoning.records import ReasoningRecord, load_reasoning_records
 from inference.backends.base import Completion, GenerationBackend, Prompt
-from inference.reasoning_records import ReasoningRecord, load_reasoning_records
 from inference.sampling import SamplingParams
 from stages.rlmec.arith_rules import arith_rules, equations_hold, first_wrong_step
 from stages.rlmec.editor import minimum_edit_rewrite, model_editor

@@ -85,7 +85,7 @@ def test_run_logs_train_and_val_moe_metrics_and_exports(full_run):
     # The exported folder is a Quartet MoE that transformers loads (after importing the package).
     from transformers import AutoModelForCausalLM
 
-    import lightning_modules.components.moe_lm  # noqa: F401  (registers the Auto classes)
+    import models.quartet_moe  # noqa: F401  (registers the Auto classes)
 
     model = AutoModelForCausalLM.from_pretrained(out / "hf_model")
     assert model.config.model_type == "quartet_topp_moe" and model.config.router_aux_loss_coef == 1e-2

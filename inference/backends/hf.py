@@ -98,6 +98,8 @@ class HFBackend(GenerationBackend):
         """Load a model folder (``save_pretrained`` layout) and its tokenizer."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import models  # noqa: F401  (registers Quartet's model classes, e.g. an exported MoE, with the Auto classes)
+
         tok = AutoTokenizer.from_pretrained(tokenizer_path or path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         return cls(model, tok, batch_size=batch_size, model_id=model_id)

@@ -8,23 +8,9 @@ from __future__ import annotations
 
 import torch
 
-IGNORE_INDEX = -100
+from models.nll import IGNORE_INDEX, token_logprobs
 
-
-def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """log p(x_t | x_<t) for t ≥ 1, in fp32, and the mask of positions that count.
-
-    ``logits``: [B, T, V]; ``labels``: [B, T] with -100 on positions that don't count (context,
-    padding). Returns ``(logp [B, T-1], mask [B, T-1] bool)`` aligned with ``labels[:, 1:]``;
-    ``logp`` is 0 where the mask is off. Uses log_softmax + gather without materialising more than
-    one fp32 copy of the logits.
-    """
-    shift_labels = labels[:, 1:]
-    mask = shift_labels.ne(IGNORE_INDEX)
-    safe = shift_labels.masked_fill(~mask, 0)
-    logits = logits[:, :-1, :].float()
-    logp = torch.gather(logits.log_softmax(-1), 2, safe.unsqueeze(-1)).squeeze(-1)
-    return logp * mask, mask
+__all__ = ["model_token_logprobs", "sequence_logprobs", "token_logprobs"]
 
 
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,7 @@ Models", arXiv 2403.07652). With N experts, router probabilities P = softmax(W_r
 
 Every aux object passed to :func:`moe_aux_loss` needs ``router_logits`` [T, N], ``router_probs``
 [T, N], ``dispatch_mask`` [T, N] bool, and optionally ``token_mask`` [T] bool and ``layer_idx``
-(see ``lightning_modules.components.moe.layer.MoEAux``). The per-rank statistics are local to the
+(see ``models.moe.layer.MoEAux``). The per-rank statistics are local to the
 batch a rank sees.
 """
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from models.nll import IGNORE_INDEX, masked_nll, token_logprobs
+
+__all__ = ["IGNORE_INDEX", "masked_causal_lm_loss"]
 
 
 def masked_causal_lm_loss(
@@ -17,21 +18,11 @@ def masked_causal_lm_loss(
     assistant tokens for chat SFT, user tokens for the Ask model). Logits at position t predict
     label t+1. Returns the loss and ``{"tokens": N, "correct": #argmax hits}`` (both detached).
     """
-    shift_logits = logits[:, :-1, :].float()
-    shift_labels = labels[:, 1:]
-    valid = shift_labels.ne(IGNORE_INDEX)
+    logp, valid = token_logprobs(logits, labels)
     n = valid.sum()
     if n == 0:
         raise ValueError("masked_causal_lm_loss: the batch has no token with a label (all labels are -100)")
-    loss = (
-        F.cross_entropy(
-            shift_logits.reshape(-1, shift_logits.size(-1)),
-            shift_labels.reshape(-1),
-            ignore_index=IGNORE_INDEX,
-            reduction="sum",
-        )
-        / n
-    )
+    loss = masked_nll(logp, valid)
     with torch.no_grad():
-        correct = (shift_logits.argmax(-1).eq(shift_labels) & valid).sum()
+        correct = (logits[:, :-1, :].argmax(-1).eq(labels[:, 1:]) & valid).sum()
     return loss, {"tokens": n.detach(), "correct": correct}

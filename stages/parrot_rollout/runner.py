@@ -13,16 +13,16 @@ import logging
 from collections import Counter
 from typing import Any
 
-from inference.generation_cache import build_generator
 from omegaconf import DictConfig, OmegaConf
-from utils.atomic import write_jsonl_atomic
 
 from datamodules.chat_format import normalise_messages
 from datamodules.records import Record, read_records
+from inference.generation_cache import build_generator
 from inference.sample_cache import SampleCache
 from stages.parrot_rollout.filters import RolloutFilters
 from stages.parrot_rollout.rollout import ASK_PROMPTS, Session, roll_out
 from stages.parrot_rollout.stats import rollout_statistics
+from utils.atomic import write_jsonl_atomic
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from evaluation.reasoning.records import ReasoningRecord
 from inference.extraction import extract_answer, is_correct
-from inference.reasoning_records import ReasoningRecord
 from stages.rlmec.steps import (
     join_rewrite,
     kept_prefix,

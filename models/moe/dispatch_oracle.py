@@ -1,4 +1,4 @@
-"""Slow reference MoE: compute every expert on every token, then mask.
+"""Test oracle for the dropless dispatch: compute every expert on every token, then mask.
 
 Used only by tests (and as a sanity baseline): it has none of the sorting/indexing of the dropless
 dispatch, so agreement between the two checks the dispatch bookkeeping, forward and backward.
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def reference_moe(x: Tensor, mask: Tensor, weights: Tensor, gate_up: Tensor, down: Tensor) -> Tensor:
+def dense_moe_oracle(x: Tensor, mask: Tensor, weights: Tensor, gate_up: Tensor, down: Tensor) -> Tensor:
     """Dense "all experts, then mask" MoE.
 
     Args:

@@ -1,4 +1,7 @@
-"""Top-P / top-k Mixture-of-Experts components (pure PyTorch; arXiv 2403.07652)."""
+"""Top-P / top-k Mixture-of-Experts components (pure PyTorch; arXiv 2403.07652).
+
+The slow all-experts test oracle is ``models/moe/dispatch_oracle.py`` (not exported here).
+"""
 
 from .dispatch import (
     DEFAULT_DISPATCH,
@@ -9,7 +12,6 @@ from .dispatch import (
     plan_dispatch,
 )
 from .layer import MoEAux, MoELayer, SwiGLUExperts, SwiGLUMLP
-from .reference import reference_moe
 from .router import (
     Router,
     RouterConfig,
@@ -38,7 +40,6 @@ __all__ = [
     "build_router",
     "moe_dispatch",
     "plan_dispatch",
-    "reference_moe",
     "top_k_mask",
     "top_p_mask",
 ]

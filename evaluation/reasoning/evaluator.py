@@ -9,21 +9,21 @@ settings; it returns a results dict and (optionally) writes ``results.json`` + `
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.reasoning.methods import ProgressFn, generate_cached, self_agreement, self_consistency
+from evaluation.reasoning.prompts import PromptSettings, build_cot_prompt
+from evaluation.reasoning.records import ReasoningRecord
+from evaluation.reasoning.scoring import method_key_order, pool_settings, score_rows
 from inference.backends.base import Completion, GenerationBackend, group_token_cost
 from inference.extraction import EXTRACTION_MODES, extract_answer, is_correct
-from inference.prompts import PromptSettings, build_agreement_prompt, build_cot_prompt
-from inference.reasoning_methods import ProgressFn, generate_cached, self_consistency
-from inference.reasoning_records import ReasoningRecord
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
-from inference.scoring import method_key_order, pool_settings, score_rows
+from utils.atomic import write_jsonl_atomic, write_text_atomic
 
 METHODS = ("greedy", "sc", "sa")
 #: Paper defaults for the paths (arXiv 2311.08154 leaves them open; see METHODS.md).
@@ -108,7 +108,7 @@ def evaluate_reasoning(
 
     Args:
         backend: any :class:`GenerationBackend`.
-        records: the questions (see :func:`inference.reasoning_records.load_reasoning_records`).
+        records: the questions (see :func:`evaluation.reasoning.records.load_reasoning_records`).
         methods: a subset of ``("greedy", "sc", "sa")``.
         ks: path counts for maj@k / agree@k (each ``1 <= k <= m``); default ``[m]``.
         num_paths: m, the number of sampled paths per question; default ``max(ks)`` or
@@ -144,131 +144,208 @@ def evaluate_reasoning(
         - ``samples``: one row per question (gold, greedy text/pred, every path's text/pred,
           ``sc[k]`` votes, ``sa[k]`` text/pred, and each outcome's correctness and token cost), written to
           ``samples.jsonl`` by :func:`write_results`. The metrics are a pure function of these rows
-          (:func:`inference.scoring.score_rows`), so shards merge exactly (``merge_results``).
+          (:func:`evaluation.reasoning.scoring.score_rows`), so shards merge exactly (``merge_results``).
     """
     methods = list(dict.fromkeys(methods))
-    if ks is None:
-        ks = [num_paths or sampling.n]
-    ks = sorted(set(ks))
+    settings = prompt_settings or PromptSettings()
+    ks = sorted(set(ks if ks is not None else [num_paths or sampling.n]))
     m = num_paths if num_paths is not None else max(ks, default=sampling.n)
     _validate(methods, ks, m, extraction_mode, records)
-    settings = prompt_settings or PromptSettings()
-    stop = tuple(settings.stop_strings())
-    path_params = sampling.replace(n=m, stop=stop)
-    greedy_params = SamplingParams(
-        n=1, temperature=0.0, max_new_tokens=greedy_max_new_tokens or sampling.max_new_tokens, stop=stop
-    )
-    agree_params = greedy_params.replace(max_new_tokens=agreement_max_new_tokens or sampling.max_new_tokens)
+    plan = _plan(methods, ks, m, sampling, settings, greedy_max_new_tokens, agreement_max_new_tokens)
     cache = cache_path if isinstance(cache_path, SampleCache) else SampleCache(cache_path)
     hits_before, misses_before = cache.hits, cache.misses
     prompts = [build_cot_prompt(r, settings, fewshot_pool) for r in records]
-    items = [(r.id, p) for r, p in zip(records, prompts)]
-    need_paths = "sc" in methods or "sa" in methods
-    bar = _Progress(progress)
-    generated = {"greedy": 0, "paths": 0, "agreement": 0}  # prompts sent to the backend, per kind
+    runs = _generate(backend, cache, records, prompts, plan, settings, chunk_size, _Progress(progress))
+    path_preds = [[_extract(c.text, r, extraction_mode) for c in g] for r, g in zip(records, runs.paths)]
+    rows = [
+        _question_row(qi, rec, runs, path_preds[qi] if runs.paths else [], plan, extraction_mode)
+        for qi, rec in enumerate(records)
+    ]
+    metrics, per_task = score_rows(rows)
+    return {
+        "metrics": metrics,
+        "per_task": per_task,
+        "settings": _result_settings(backend, plan, extraction_mode, settings, rows),
+        "cache": {
+            "path": str(cache.path) if cache.path is not None else None,
+            "entries": len(cache),
+            "hits": cache.hits - hits_before,
+            "misses": cache.misses - misses_before,
+            "generated_prompts": runs.generated,
+        },
+        "samples": rows,
+    }
 
-    def run(kind: str, stage: str, its: Sequence, params: SamplingParams) -> list[list[Completion]]:
+
+@dataclass(frozen=True)
+class _Plan:
+    """The resolved settings of one evaluation: methods, ks, m and the three call kinds' parameters."""
+
+    methods: list[str]
+    ks: list[int]
+    m: int
+    path_params: SamplingParams
+    greedy_params: SamplingParams
+    agree_params: SamplingParams
+
+
+def _plan(
+    methods: list[str],
+    ks: list[int],
+    m: int,
+    sampling: SamplingParams,
+    settings: PromptSettings,
+    greedy_max_new_tokens: int | None,
+    agreement_max_new_tokens: int | None,
+) -> _Plan:
+    stop = tuple(settings.stop_strings())
+    greedy = SamplingParams(
+        n=1, temperature=0.0, max_new_tokens=greedy_max_new_tokens or sampling.max_new_tokens, stop=stop
+    )
+    return _Plan(
+        methods=methods,
+        ks=ks,
+        m=m,
+        path_params=sampling.replace(n=m, stop=stop),
+        greedy_params=greedy,
+        agree_params=greedy.replace(max_new_tokens=agreement_max_new_tokens or sampling.max_new_tokens),
+    )
+
+
+@dataclass
+class _Runs:
+    """Every completion of one evaluation, per call kind, and how many prompts each kind generated."""
+
+    greedy: list[list[Completion]] = field(default_factory=list)
+    paths: list[list[Completion]] = field(default_factory=list)
+    agreements: dict[int, list[list[Completion]]] = field(default_factory=dict)
+    generated: dict[str, int] = field(default_factory=lambda: {"greedy": 0, "paths": 0, "agreement": 0})
+
+
+def _generate(
+    backend: GenerationBackend,
+    cache: SampleCache,
+    records: Sequence[ReasoningRecord],
+    prompts: Sequence[Any],
+    plan: _Plan,
+    settings: PromptSettings,
+    chunk_size: int,
+    bar: _Progress,
+) -> _Runs:
+    """Greedy CoT, the m sampled paths and the Self-Agreement calls, all through the sample cache."""
+    runs = _Runs()
+    items = [(r.id, p) for r, p in zip(records, prompts)]
+
+    def counted(kind: str, call: Any) -> list[list[Completion]]:
         misses = cache.misses
-        out = generate_cached(backend, cache, kind, its, params, chunk_size, bar.stage(stage, len(its)))
-        generated[kind] += cache.misses - misses
+        out = call()
+        runs.generated[kind] += cache.misses - misses  # prompts sent to the backend, per kind
         return out
 
-    greedy: list[list[Completion]] = []
-    paths: list[list[Completion]] = []
-    agreements: dict[int, list[list[Completion]]] = {}
     with bar.running():
-        if "greedy" in methods:
-            greedy = run("greedy", "greedy CoT", items, greedy_params)
-        if need_paths:
-            paths = run("paths", f"sample m={m}", items, path_params)
-        path_preds = [[_extract(c.text, r, extraction_mode) for c in g] for r, g in zip(records, paths)]
-        if "sa" in methods:
-            for k in ks:
-                agree_items = [
-                    (r.id, build_agreement_prompt(r, [c.text for c in g[:k]], settings))
-                    for r, g in zip(records, paths)
-                ]
-                agreements[k] = run("agreement", f"agreement k={k}", agree_items, agree_params)
+        if "greedy" in plan.methods:
+            progress = bar.stage("greedy CoT", len(items))
+            runs.greedy = counted(
+                "greedy",
+                lambda: generate_cached(
+                    backend, cache, "greedy", items, plan.greedy_params, chunk_size, progress
+                ),
+            )
+        if "sc" in plan.methods or "sa" in plan.methods:
+            progress = bar.stage(f"sample m={plan.m}", len(items))
+            runs.paths = counted(
+                "paths",
+                lambda: generate_cached(
+                    backend, cache, "paths", items, plan.path_params, chunk_size, progress
+                ),
+            )
+        if "sa" in plan.methods:
+            texts = [[c.text for c in g] for g in runs.paths]
+            for k in plan.ks:
+                progress = bar.stage(f"agreement k={k}", len(items))
+                runs.agreements[k] = counted(
+                    "agreement",
+                    lambda k=k, progress=progress: self_agreement(
+                        backend, cache, records, texts, k, settings, plan.agree_params, chunk_size, progress
+                    ),
+                )
+    return runs
 
-    rows: list[dict[str, Any]] = []
-    for qi, rec in enumerate(records):
-        row: dict[str, Any] = {
-            "id": rec.id,
-            "task": rec.task,
-            "answer_type": rec.answer_type,
-            "question": rec.question,
-            "choices": list(rec.choices),
-            "gold": rec.gold,
+
+def _question_row(
+    qi: int, rec: ReasoningRecord, runs: _Runs, path_preds: list[str | None], plan: _Plan, mode: str
+) -> dict[str, Any]:
+    """One ``samples.jsonl`` row: the question, each method's prediction, correctness and token cost."""
+    row: dict[str, Any] = {
+        "id": rec.id,
+        "task": rec.task,
+        "answer_type": rec.answer_type,
+        "question": rec.question,
+        "choices": list(rec.choices),
+        "gold": rec.gold,
+    }
+    if runs.greedy:
+        c = runs.greedy[qi][0]
+        pred = _extract(c.text, rec, mode)
+        cost = group_token_cost(runs.greedy[qi])
+        row["greedy"] = {"text": c.text, "pred": pred, "correct": is_correct(pred, rec.gold), **cost}
+    if not runs.paths:
+        return row
+    paths = runs.paths[qi]
+    row["paths"] = [
+        {
+            "text": c.text,
+            "pred": p,
+            "completion_tokens": c.completion_tokens,
+            "finish_reason": c.finish_reason,
         }
-        if greedy:
-            c = greedy[qi][0]
-            pred = _extract(c.text, rec, extraction_mode)
-            cost = group_token_cost(greedy[qi])
-            row["greedy"] = {"text": c.text, "pred": pred, "correct": is_correct(pred, rec.gold), **cost}
-        if paths:
-            row["paths"] = [
-                {
-                    "text": c.text,
-                    "pred": p,
-                    "completion_tokens": c.completion_tokens,
-                    "finish_reason": c.finish_reason,
-                }
-                for c, p in zip(paths[qi][:m], path_preds[qi])
-            ]
-        for k in ks:
-            if not paths:
-                break
-            path_cost = group_token_cost(paths[qi][:k])
-            unparsed = sum(p is None for p in path_preds[qi][:k])
-            if "sc" in methods:
-                vote = self_consistency(path_preds[qi], k)
-                row.setdefault("sc", {})[str(k)] = {
-                    "pred": vote.answer,
-                    "correct": is_correct(vote.answer, rec.gold),
-                    "votes": vote.votes,
-                    "path_unparsed": unparsed,
-                    **path_cost,
-                }
-            if "sa" in methods:
-                a = agreements[k][qi][0]
-                pred = _extract(a.text, rec, extraction_mode)
-                cost = _add_cost(path_cost, group_token_cost(agreements[k][qi]))
-                row.setdefault("sa", {})[str(k)] = {
-                    "text": a.text,
-                    "pred": pred,
-                    "correct": is_correct(pred, rec.gold),
-                    **cost,
-                }
-        rows.append(row)
+        for c, p in zip(paths[: plan.m], path_preds)
+    ]
+    for k in plan.ks:
+        path_cost = group_token_cost(paths[:k])
+        if "sc" in plan.methods:
+            vote = self_consistency(path_preds, k)
+            row.setdefault("sc", {})[str(k)] = {
+                "pred": vote.answer,
+                "correct": is_correct(vote.answer, rec.gold),
+                "votes": vote.votes,
+                "path_unparsed": sum(p is None for p in path_preds[:k]),
+                **path_cost,
+            }
+        if "sa" in plan.methods:
+            group = runs.agreements[k][qi]
+            pred = _extract(group[0].text, rec, mode)
+            cost = _add_cost(path_cost, group_token_cost(group))
+            row.setdefault("sa", {})[str(k)] = {
+                "text": group[0].text,
+                "pred": pred,
+                "correct": is_correct(pred, rec.gold),
+                **cost,
+            }
+    return row
 
-    metrics, per_task = score_rows(rows)
-    result_settings = {
+
+def _result_settings(
+    backend: GenerationBackend,
+    plan: _Plan,
+    extraction_mode: str,
+    settings: PromptSettings,
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
         "backend": backend.describe(),
-        "methods": methods,
-        "ks": list(ks),
-        "num_paths": m,
+        "methods": plan.methods,
+        "ks": list(plan.ks),
+        "num_paths": plan.m,
         "extraction_mode": extraction_mode,
         "chat_template": settings.chat,
         "question_type_known": settings.question_type_known,
         "answer_format_known": settings.answer_format_known,
         **pool_settings(rows),
         "prompt": settings.to_dict(),
-        "sampling": path_params.to_dict(),
-        "greedy": greedy_params.to_dict(),
-        "agreement": agree_params.to_dict(),
-    }
-    return {
-        "metrics": metrics,
-        "per_task": per_task,
-        "settings": result_settings,
-        "cache": {
-            "path": str(cache.path) if cache.path is not None else None,
-            "entries": len(cache),
-            "hits": cache.hits - hits_before,
-            "misses": cache.misses - misses_before,
-            "generated_prompts": generated,
-        },
-        "samples": rows,
+        "sampling": plan.path_params.to_dict(),
+        "greedy": plan.greedy_params.to_dict(),
+        "agreement": plan.agree_params.to_dict(),
     }
 
 
@@ -282,18 +359,6 @@ def flat_metrics(results: dict[str, Any], prefix: str = "reasoning/") -> dict[st
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write ``results.json`` (everything but the rows) and ``samples.jsonl`` (one row per question).
 
@@ -302,8 +367,8 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, P
     out = Path(out_dir)
     res_path, rows_path = out / "results.json", out / "samples.jsonl"
     summary = {k: v for k, v in results.items() if k != "samples"}
-    _atomic_write(rows_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results["samples"]))
-    _atomic_write(res_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    write_jsonl_atomic(rows_path, results["samples"])
+    write_text_atomic(res_path, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return res_path, rows_path
 
 

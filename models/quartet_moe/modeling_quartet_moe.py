@@ -1,7 +1,7 @@
 """Quartet Top-P MoE causal LM: a Llama-style decoder whose MLPs are dynamic-routing MoE layers.
 
 Architecture (pre-norm, as Llama): ``h = h + Attn(RMSNorm(h))``; ``h = h + FFN(RMSNorm(h))`` where FFN is
-an :class:`~lightning_modules.components.moe.layer.MoELayer` in MoE layers and a dense SwiGLU elsewhere.
+an :class:`~models.moe.layer.MoELayer` in MoE layers and a dense SwiGLU elsewhere.
 Attention uses RoPE and ``torch.nn.functional.scaled_dot_product_attention`` (GQA optional).
 
 The forward output carries ``router_aux``: one :class:`MoEAux` per MoE layer, returned functionally
@@ -26,7 +26,8 @@ from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from ..moe.layer import MoEAux, MoELayer, SwiGLUExperts, SwiGLUMLP
 from ..moe.router import Router
-from .configuration import QuartetMoEConfig
+from ..nll import masked_nll, token_logprobs
+from .configuration_quartet_moe import QuartetMoEConfig
 
 
 @dataclass
@@ -349,14 +350,10 @@ class QuartetMoEModel(QuartetMoEPreTrainedModel):
 
 
 def causal_lm_loss(logits: Tensor, labels: Tensor, num_items_in_batch: int | Tensor | None = None) -> Tensor:
-    """Next-token cross entropy in fp32: position t predicts ``labels[t + 1]``; -100 is ignored.
-    Mean over counted tokens, or sum / ``num_items_in_batch`` when given (gradient accumulation)."""
-    shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-    shift_labels = labels[:, 1:].reshape(-1).to(shift_logits.device)
-    if num_items_in_batch is None:
-        return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-    total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
-    return total / num_items_in_batch
+    """Next-token NLL in fp32 (:func:`masked_nll`): position t predicts ``labels[t + 1]``; -100 is
+    ignored. Mean over counted tokens, or sum / ``num_items_in_batch`` when given (gradient accumulation)."""
+    logp, mask = token_logprobs(logits, labels)
+    return masked_nll(logp, mask, num_items_in_batch)
 
 
 class QuartetMoEForCausalLM(QuartetMoEPreTrainedModel, GenerationMixin):

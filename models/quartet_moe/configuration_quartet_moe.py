@@ -18,7 +18,7 @@ class QuartetMoEConfig(PretrainedConfig):
     MoE placement: layer ``i`` is MoE iff ``i % moe_every_k == 0`` (the paper's code: the first layer
     is always MoE; ``moe_every_k=1`` makes every layer MoE).
 
-    Router fields map onto :class:`~lightning_modules.components.moe.router.RouterConfig`:
+    Router fields map onto :class:`~models.moe.router.RouterConfig`:
     ``router_type`` ("top_p" | "top_k"), ``router_top_p`` (default 0.4), ``router_top_k``,
     ``min_experts``, ``max_experts``, ``router_renormalize`` (False = the paper's raw probabilities).
     (Not named ``top_p``/``top_k``: transformers treats those config keys as sampling parameters.)

@@ -52,7 +52,7 @@ def _tokens(outs: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def score_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, dict]]:
-    """``(metrics, per_task)`` from per-question rows (see :func:`inference.evaluator.evaluate_reasoning`).
+    """``(metrics, per_task)`` from per-question rows (see :func:`evaluation.reasoning.evaluator.evaluate_reasoning`).
 
     ``metrics[key]`` (``key`` in ``greedy``, ``sc@k``, ``sa@k``): ``accuracy``, ``correct``,
     ``num_questions``, ``parse_failure_rate``, ``tokens_per_question`` and ``calls_per_question``, plus

@@ -3,7 +3,7 @@
 
 Each rank evaluates its shard of the questions (``datamodules/reasoning.py``) with its own backend and
 its own sample-cache file, batch by batch; at the end of the predict epoch every rank's results are
-gathered and merged with :func:`inference.scoring.merge_results`, which recomputes the metrics from the
+gathered and merged with :func:`evaluation.reasoning.scoring.merge_results`, which recomputes the metrics from the
 merged per-question rows, so ``trainer=ddp trainer.devices=8`` gives the numbers a single process would.
 
 The model is replicated on every rank (data parallel); a sharded model (FSDP) cannot generate
@@ -18,10 +18,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from evaluation.reasoning.scoring import merge_results
+from evaluation.reasoning.spec import ReasoningEvalSpec
 from inference.backends.base import GenerationBackend
-from inference.reasoning_spec import ReasoningEvalSpec
 from inference.sample_cache import SampleCache
-from inference.scoring import merge_results
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
@@ -79,7 +79,7 @@ class ReasoningEvalModule(L.LightningModule):
         no weights in this process."""
         if self.backend_cfg["name"] != "hf" or self.model is not None:
             return
-        from lightning_modules.components.backbone import build_model, load_tokenizer
+        from models import build_model, load_tokenizer
 
         cfg = self.model_cfg or {}
         self.tokenizer = load_tokenizer(

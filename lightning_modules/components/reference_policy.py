@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from utils.atomic import atomic_path
+
 REFERENCE_MODES = ("copy", "precomputed", "adapter_off")
 
 
@@ -175,7 +177,5 @@ def save_cached(path: Path | None, key: str, columns: Mapping[str, torch.Tensor]
     """Write the columns atomically (a temporary file and a rename)."""
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"key": key, "columns": dict(columns)}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "columns": dict(columns)}, tmp)

@@ -6,7 +6,7 @@
   Top-P MoE by copying its MLP into every expert (sparse upcycling), with that checkpoint's tokenizer.
 
 The router lives under ``model.router`` with the fields of
-:class:`~lightning_modules.components.moe.router.RouterConfig` (``kind``, ``top_p``, ``top_k``,
+:class:`~models.moe.router.RouterConfig` (``kind``, ``top_p``, ``top_k``,
 ``min_experts``, ``max_experts``, ``renormalize``) plus ``init_std``, so a sweep over the threshold is
 ``model.router.top_p=0.2,0.4,0.6``.
 """
@@ -18,6 +18,16 @@ from typing import Any
 
 import torch
 
+from models.dtypes import resolve_dtype
+from models.moe.router import RouterConfig
+from models.quartet_moe import (
+    QuartetMoEConfig,
+    QuartetMoEForCausalLM,
+    QuartetMoEModel,
+    upcycle_dense_to_moe,
+)
+from models.quartet_moe.remote_code import write_remote_code
+from models.registry import ModelKind, register_model_kind
 from utils.errors import ConfigError
 
 MOE_KINDS = ("moe", "moe_upcycle")
@@ -44,10 +54,8 @@ def router_fields(cfg: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def moe_config(cfg: Mapping[str, Any], vocab_size: int, tokenizer: Any = None) -> Any:
+def moe_config(cfg: Mapping[str, Any], vocab_size: int, tokenizer: Any = None) -> QuartetMoEConfig:
     """The :class:`QuartetMoEConfig` for ``kind=moe``; every problem is raised as one ConfigError."""
-    from lightning_modules.components.moe_lm import QuartetMoEConfig
-
     missing = [k for k in ("hidden_size", "num_layers", "num_heads", "num_experts") if cfg.get(k) is None]
     if missing:
         raise ConfigError([f"model.{k} is required for model.kind=moe" for k in missing])
@@ -90,8 +98,6 @@ def moe_config_problems(cfg: Mapping[str, Any]) -> list[str]:
                     "model.pretrained must name a dense Llama/Qwen2/Mistral folder or hub id for "
                     "model=moe_upcycle"
                 )
-            from lightning_modules.components.moe import RouterConfig
-
             fields = {k: v for k, v in (cfg.get("router") or {}).items() if k != "init_std"}
             router_fields(cfg)  # unknown keys
             try:
@@ -106,9 +112,6 @@ def moe_config_problems(cfg: Mapping[str, Any]) -> list[str]:
 
 def build_moe_model(cfg: Mapping[str, Any], tokenizer: Any = None) -> torch.nn.Module:
     """Build (``kind=moe``) or upcycle (``kind=moe_upcycle``) a :class:`QuartetMoEForCausalLM`."""
-    from lightning_modules.components.backbone import resolve_dtype
-    from lightning_modules.components.moe_lm import QuartetMoEForCausalLM, upcycle_dense_to_moe
-
     kind = cfg.get("kind")
     problems = moe_config_problems(cfg)
     if problems:
@@ -142,3 +145,16 @@ def build_moe_model(cfg: Mapping[str, Any], tokenizer: Any = None) -> torch.nn.M
         model.activation_checkpointing_enable()
         model.config.use_cache = False
     return model
+
+
+for _name in MOE_KINDS:
+    register_model_kind(
+        ModelKind(
+            _name,
+            build_moe_model,
+            check=moe_config_problems,
+            generic_wrappers=False,
+            hf_classes=(QuartetMoEConfig, QuartetMoEModel, QuartetMoEForCausalLM),
+            write_code=write_remote_code,
+        )
+    )

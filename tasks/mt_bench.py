@@ -1,4 +1,4 @@
-"""The ``mt_bench`` task of eval.py (``task.runner: evaluation.mt_bench.runner.run``).
+"""The ``mt_bench`` task of eval.py (``task.runner: tasks.mt_bench.run``).
 
 1. Read FastChat's ``question.jsonl`` (``data.path``) and, optionally, reference answers
    (``task.reference_answers``); with ``task.extend_to=N``, extend every session to N turns with the
@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from utils.atomic import write_json_atomic, write_jsonl_atomic
 
 from evaluation.mt_bench.answering import answer_all, extend_questions
 from evaluation.mt_bench.fastchat_format import (
@@ -36,6 +35,7 @@ from evaluation.mt_bench.report import plot_per_turn, summarise
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
 from inference.judges import RatingJudge
 from inference.sampling import SamplingParams
+from utils.atomic import write_json_atomic, write_jsonl_atomic
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger("quartet.eval")
@@ -52,9 +52,8 @@ def model_under_test(cfg: DictConfig) -> Any:
     options = {k: v for k, v in _plain(cfg.backend).items() if k != "name"}
     name = cfg.backend.name
     if name == "hf":
-        from models import build_model, load_tokenizer
-
         from inference.backends.hf import HFBackend
+        from models import build_model, load_tokenizer
 
         m = _plain(cfg.model)
         tok = load_tokenizer(m["tokenizer"], bool(m.get("trust_remote_code", False)), m.get("chat_template"))

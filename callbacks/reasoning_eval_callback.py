@@ -18,10 +18,10 @@ import lightning as L
 import torch
 
 from datamodules.reasoning import load_questions, shard
-from inference.evaluator import flat_metrics
-from inference.reasoning_spec import ReasoningEvalSpec, SpecError
-from inference.scoring import merge_results
-from lightning_modules.reasoning_eval import all_gather_objects
+from evaluation.reasoning.evaluator import flat_metrics
+from evaluation.reasoning.scoring import merge_results
+from evaluation.reasoning.spec import ReasoningEvalSpec, SpecError
+from lightning_modules.reasoning_predict import all_gather_objects
 from utils.errors import ConfigError, QuartetError
 
 log = logging.getLogger(__name__)

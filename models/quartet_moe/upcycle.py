@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..moe.router import RouterConfig
-from .configuration import SUPPORTED_ROPE_TYPES, QuartetMoEConfig
-from .modeling import QuartetMoEForCausalLM
+from .configuration_quartet_moe import SUPPORTED_ROPE_TYPES, QuartetMoEConfig
+from .modeling_quartet_moe import QuartetMoEForCausalLM
 
 SUPPORTED_DENSE_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "MistralForCausalLM")
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}

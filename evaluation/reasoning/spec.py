@@ -1,8 +1,8 @@
 """One reasoning-evaluation setup (methods, m, ks, decoding, prompts), built from plain config dicts.
 
 ``eval.py`` (its ``method`` and ``prompt`` config nodes) and the training callback
-(``callbacks/reasoning_eval.py``) describe an evaluation with the same keys; :meth:`ReasoningEvalSpec.
-from_config` turns them into the arguments of :func:`inference.evaluator.evaluate_reasoning` and
+(``callbacks/reasoning_eval_callback.py``) describe an evaluation with the same keys; :meth:`ReasoningEvalSpec.
+from_config` turns them into the arguments of :func:`evaluation.reasoning.evaluator.evaluate_reasoning` and
 reports every invalid value at once. Defaults follow METHODS.md for Self-Agreement (arXiv 2311.08154):
 m = 5 paths at temperature 0.7, greedy agreement decoding.
 """
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evaluation.reasoning.evaluator import METHODS, evaluate_reasoning
+from evaluation.reasoning.prompts import PromptSettings
+from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import GenerationBackend
-from inference.evaluator import METHODS, evaluate_reasoning
 from inference.extraction import EXTRACTION_MODES
-from inference.prompts import PromptSettings
-from inference.reasoning_records import ReasoningRecord
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
 

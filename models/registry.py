@@ -1,0 +1,71 @@
+"""The model-kind registry: ``model.kind`` -> how to build it.
+
+Each kind module (``models/dense.py``, ``models/moe_factory.py``) registers its kinds when imported;
+``models/__init__.py`` imports them all, so ``import models`` (or any ``models.*``) fills the registry.
+A kind that brings its own transformers classes lists them in ``hf_classes``; registering the kind
+registers them with ``AutoConfig`` / ``AutoModel`` / ``AutoModelForCausalLM``, so every loader in
+Quartet opens such a saved folder without ``trust_remote_code``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from utils.errors import ConfigError
+
+Builder = Callable[[Mapping[str, Any], Any], Any]
+Checker = Callable[[Mapping[str, Any]], list[str]]
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One ``model.kind``.
+
+    Attributes:
+        name: the ``model.kind`` value.
+        build: ``(model cfg, tokenizer or None) -> nn.Module``.
+        check: start-up check of the config without building anything (list of problems).
+        generic_wrappers: whether LoRA / gradient checkpointing are applied by the factory
+            (False: the builder handles its own activation checkpointing and LoRA is not offered).
+        hf_classes: ``(config_cls, base_model_cls, causal_lm_cls)`` to register with the Auto classes.
+        write_code: for kinds with their own classes, writes the modeling code (and ``auto_map``) into
+            a ``save_pretrained`` folder so plain transformers can load it with ``trust_remote_code``.
+    """
+
+    name: str
+    build: Builder
+    check: Checker | None = None
+    generic_wrappers: bool = True
+    hf_classes: tuple[type, type, type] | None = None
+    write_code: Callable[[Path], Any] | None = None
+
+
+MODEL_KINDS: dict[str, ModelKind] = {}
+
+
+def register_model_kind(kind: ModelKind) -> ModelKind:
+    """Add ``kind`` to the registry (and its transformers classes to the Auto classes)."""
+    MODEL_KINDS[kind.name] = kind
+    if kind.hf_classes is not None:
+        register_auto_classes(*kind.hf_classes)
+    return kind
+
+
+def register_auto_classes(config_cls: type, base_model_cls: type, causal_lm_cls: type) -> None:
+    """Make ``AutoConfig``/``AutoModel``/``AutoModelForCausalLM`` resolve ``config_cls.model_type``."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    AutoConfig.register(config_cls.model_type, config_cls, exist_ok=True)
+    AutoModel.register(config_cls, base_model_cls, exist_ok=True)
+    AutoModelForCausalLM.register(config_cls, causal_lm_cls, exist_ok=True)
+
+
+def get_model_kind(name: str | None) -> ModelKind:
+    """The registered kind ``name``, or a ConfigError listing the known ones."""
+    if name not in MODEL_KINDS:
+        known = ", ".join(repr(k) for k in MODEL_KINDS)
+        raise ConfigError([f"model.kind={name!r} must be one of {known}"])
+    return MODEL_KINDS[name]
