@@ -50,7 +50,15 @@ def run_script(
     script: str, args: list[str], timeout: int = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
     """Run ``python <script> args`` from the repo root; returns the completed process (text output)."""
-    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", "QUARTET_ROOT": str(ROOT), **(env or {})}
+    # One intra-op thread, as in the pytest process (conftest): runs compared bitwise with in-process ones
+    # must reduce in the same order.
+    full_env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "QUARTET_ROOT": str(ROOT),
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, str(ROOT / script), *args],
         cwd=ROOT,
