@@ -44,7 +44,7 @@ def test_reply_problems(reply, finish, earlier, reason):
 
 
 def test_cut_off_replies_can_be_kept():
-    keep = RolloutFilters(reject_cut_off_replies=False)
+    keep = RolloutFilters(reject_cut_off=False)
     assert reply_problem("Paris is the capital", "length", [], keep) is None
 
 

@@ -25,7 +25,7 @@ def stage_cfg(tmp_path, tiny_hf_dir, seeds, extra=()):
             f"stage.ask_model={model}",
             "stage.turns=3",
             "stage.filters.min_query_words=1",
-            "stage.filters.reject_cut_off_replies=false",
+            "stage.filters.reject_cut_off=false",
             *extra,
         ],
         tmp_path,

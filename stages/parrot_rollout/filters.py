@@ -12,7 +12,8 @@ Reasons:
   on normalised text), an earlier query of the same session;
 - ``looping_session``: the answer model's reply nearly equals one of its earlier replies in the session
   (the dialogue goes round in circles);
-- ``empty_reply`` / ``cut_off_reply``: the answer model wrote nothing, or stopped at the token limit.
+- ``empty_reply`` / ``cut_off_reply``: the answer model wrote nothing, or stopped at the token limit
+  (``cut_off_query`` likewise for the Ask model; ``reject_cut_off=false`` keeps cut-off turns).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class RolloutFilters:
     min_query_words: int = 3
     near_duplicate_ratio: float = 90.0  # 0-100, rapidfuzz fuzz.ratio
     loop_ratio: float = 95.0  # 0-100, reply against the session's earlier replies
-    reject_cut_off_replies: bool = True
+    reject_cut_off: bool = True
 
     def __post_init__(self) -> None:
         if self.min_query_words < 1:
@@ -77,7 +78,7 @@ def reply_problem(
     """Why the answer model's ``reply`` can't be kept, or ``None`` if it can."""
     if not reply.strip():
         return "empty_reply"
-    if filters.reject_cut_off_replies and finish_reason == "length":
+    if filters.reject_cut_off and finish_reason == "length":
         return "cut_off_reply"
     if _near_duplicate(reply, earlier_replies, filters.loop_ratio):
         return "looping_session"

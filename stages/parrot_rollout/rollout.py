@@ -115,7 +115,7 @@ def _ask_step(
     groups = ask_model.generate([ask_prompt(s, mode, system) for s in live], ids=[s.id for s in live])
     for s, group in zip(live, groups):
         query = group[0]
-        problem = "cut_off_query" if query.finish_reason == "length" else None
+        problem = "cut_off_query" if filters.reject_cut_off and query.finish_reason == "length" else None
         problem = problem or query_problem(query.text, s.contents("user"), filters)
         if problem:
             rejected[problem] += 1
