@@ -19,6 +19,7 @@ from typing import Any
 from inference.backends.base import Completion, GenerationBackend, Prompt, is_chat_prompt, validate_messages
 from inference.sampling import SamplingParams
 from inference.stopping import truncate_at_stop
+from utils.errors import QuartetError
 
 _FINISH = {"stop": "stop", "length": "length", "eos": "eos"}
 
@@ -40,8 +41,9 @@ def split_total(total: int, weights: Sequence[int]) -> list[int]:
     return parts
 
 
-class OpenAIHTTPError(RuntimeError):
-    """The server answered with an error or an unexpected body."""
+class OpenAIHTTPError(QuartetError, RuntimeError):
+    """The server answered with an error or an unexpected body, or could not be reached (one ``error:``
+    line from the entry points; the API key is redacted from the message)."""
 
 
 class OpenAIHTTPBackend(GenerationBackend):
@@ -185,7 +187,18 @@ class OpenAIHTTPBackend(GenerationBackend):
             for t, k, r in zip(texts, parts, reasons)
         ]
 
+    def redact(self, text: str) -> str:
+        """``text`` with the API key replaced by ``<redacted>`` (servers may echo the request headers)."""
+        key = os.environ.get(self.api_key_env, "")
+        return text.replace(key, "<redacted>") if key else text
+
     def _one(self, prompt: Prompt, params: SamplingParams) -> list[Completion]:
+        try:
+            return self._one_unredacted(prompt, params)
+        except OpenAIHTTPError as e:
+            raise OpenAIHTTPError(self.redact(str(e))) from None
+
+    def _one_unredacted(self, prompt: Prompt, params: SamplingParams) -> list[Completion]:
         chat = is_chat_prompt(prompt)
         if self.use_n or params.n == 1:
             url, body = self.build_request(prompt, params, params.n, params.seed)
