@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.exists():
             return str(last)
-        log.info("ckpt_path=last: no checkpoint at %s yet; starting from scratch", last)
+        log.warning("ckpt_path=last: no checkpoint at %s yet; starting from scratch", last)
         return None
     if not Path(ckpt_path).exists():
         raise QuartetError(f"ckpt_path={ckpt_path}: checkpoint not found")
@@ -78,8 +79,40 @@ def load_resume_config(cfg: DictConfig, task_overrides: list[str]) -> DictConfig
     return merged
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, ±inf, also in tensors' ``float()``) replaced by
+    ``None``, so the result is strict JSON (``null``) rather than Python's bare ``NaN``."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temporary file and a rename, so a crash never leaves half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    """Write strict JSON (non-finite numbers become ``null``) through a temporary file beside
+    ``path`` and a rename, so a crash never leaves half a file."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text + "\n")
     os.replace(tmp, path)
+
+
+def check_folder_reuse(output_dir: Path, ckpt_path: str | None, resume_dir: str | None) -> None:
+    """Refuse to start a fresh run in a folder that already holds one (``summary.json`` of a finished
+    run, or ``checkpoints/last.ckpt`` of an unfinished one): its summary, CSV and checkpoints would be
+    mixed with the new run's. Continuing it (``ckpt_path``/``resume_dir``) is fine."""
+    if ckpt_path or resume_dir:
+        return
+    if (output_dir / "summary.json").exists():
+        held = "a finished run (summary.json)"
+    elif (output_dir / "checkpoints" / "last.ckpt").exists():
+        held = "an unfinished run (checkpoints/last.ckpt)"
+    else:
+        return
+    raise QuartetError(
+        f"run folder {output_dir} already holds {held}; pass ckpt_path=last to continue it, "
+        f"resume_dir={output_dir} to continue it with its saved config, or use a new folder (hydra.run.dir=...)"
+    )

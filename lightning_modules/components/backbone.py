@@ -25,6 +25,7 @@ from transformers import (
 )
 
 from utils.errors import ConfigError, QuartetError
+from utils.model_paths import check_model_location
 
 DTYPES = {
     "float32": torch.float32,
@@ -41,6 +42,7 @@ def load_tokenizer(
     name_or_path: str, trust_remote_code: bool = False, chat_template: str | None = None
 ) -> PreTrainedTokenizerBase:
     """Load a tokenizer; give it a pad token (eos) when it has none."""
+    check_model_location(name_or_path, "model.tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -112,6 +114,7 @@ def _load_hf(cfg: Mapping[str, Any]) -> PreTrainedModel:
     name = cfg.get("pretrained")
     if not name:
         raise ConfigError(["model.pretrained is required for model=hf (a local folder or a hub id)"])
+    check_model_location(name, "model.pretrained")
     kwargs: dict[str, Any] = {
         "dtype": resolve_dtype(cfg.get("dtype", "auto")),
         "trust_remote_code": bool(cfg.get("trust_remote_code", False)),
