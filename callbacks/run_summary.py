@@ -28,6 +28,7 @@ class RunSummary(L.Callback):
     def __init__(self, window: int = 10):
         self.window = window
         self.losses: list[float] = []
+        self.restored_steps = 0  # loss values that came from the checkpoint this run resumed from
         self.start = time.time()
         self._last_step = -1
 
@@ -48,11 +49,13 @@ class RunSummary(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.losses = [float(x) for x in state_dict.get("losses", [])]
+        self.restored_steps = len(self.losses)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "wall_time_s": round(time.time() - self.start, 2),
             "steps_recorded": len(self.losses),
+            "steps_this_run": len(self.losses) - self.restored_steps,
         }
         if self.losses:
             w = min(self.window, len(self.losses))

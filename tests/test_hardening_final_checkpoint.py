@@ -47,6 +47,7 @@ def test_max_steps_mid_epoch_saves_final_state_and_extending_trains_more(tmp_pat
     extended = json.loads((run / "summary.json").read_text())
     assert extended["global_step"] == 25 and extended["metrics"]["train/loss"] > 0
     assert extended["steps_recorded"] == 25  # the loss curve continues across the resume
+    assert extended["steps_this_run"] == 10
     assert extended["first_step_loss"] == first["first_step_loss"]
     assert csv_steps(run) == list(range(25))  # every step once
 

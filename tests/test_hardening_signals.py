@@ -96,3 +96,30 @@ def test_sigusr1_and_sigint_save_and_exit_nonzero(tmp_path, signum, code):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["interrupted"] is True and 3 <= ckpt["global_step"] == summary["global_step"] < STEPS
+
+
+def test_under_slurm_auto_requeue_lightning_keeps_sigterm_and_sigusr1(monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from callbacks.preemption import GracefulInterrupt
+
+    def trainer_with(env):
+        return SimpleNamespace(_accelerator_connector=SimpleNamespace(cluster_environment=env))
+
+    handler = GracefulInterrupt("run")
+    assert handler._signals(trainer_with(SLURMEnvironment(auto_requeue=True))) == [signal.SIGINT]
+    everything = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
+    assert handler._signals(trainer_with(SLURMEnvironment(auto_requeue=False))) == everything
+    assert handler._signals(trainer_with(LightningEnvironment())) == everything
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+    from utils.run_lock import RunFolderLock
+
+    owner = {"pid": 1, "host": "node-a", "slurm_job_id": "4242", "since": "earlier"}
+    (tmp_path / ".lock").write_text(json.dumps(owner))
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")  # the same job, restarted on another node
+    with RunFolderLock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()

@@ -60,12 +60,15 @@ def validate_train_config(cfg: DictConfig) -> None:
         and not model.get("pretrained")
     ):
         problems.append(f"model.pretrained must name a folder or hub id for model.kind={model.get('kind')}")
-    for k in ("pretrained", "tokenizer"):
-        if f"model.{k}" not in missing and isinstance(model.get(k), str):
-            try:
-                check_model_location(model[k], f"model.{k}")
-            except QuartetError as e:
-                problems.append(str(e))
+    if not any(k.startswith("model.") for k in missing):  # else model.tokenizer may point at a ???
+        # One check per location; a tokenizer at the model's location is reported as model.pretrained.
+        locations = {model.get("tokenizer"): "model.tokenizer", model.get("pretrained"): "model.pretrained"}
+        for location, key in locations.items():
+            if isinstance(location, str):
+                try:
+                    check_model_location(location, key)
+                except QuartetError as e:
+                    problems.append(str(e))
     for k in ("batch_size", "eval_batch_size"):
         if data.get(k) is not None and (not isinstance(data[k], int) or data[k] < 1):
             problems.append(f"data.{k}={data[k]} must be a positive integer")
