@@ -152,3 +152,16 @@ def test_stale_temp_files_are_removed_at_the_next_start(tmp_path):
     assert not stale_cache.exists() and not stale_ckpt.exists() and not stale_summary.exists()
     assert live_cache.exists() and fresh_cache.exists()
     assert not list(run.rglob("*.tmp-*"))
+
+
+def test_reuse_check_names_the_state_and_lets_a_slurm_requeue_resume(tmp_path, monkeypatch):
+    from utils.run_folder import check_folder_reuse
+
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    with pytest.raises(QuartetError, match=r"already holds an interrupted run \(summary.json\)"):
+        check_folder_reuse(tmp_path, None, None)
+    check_folder_reuse(tmp_path, "last", None)  # continuing is fine
+    monkeypatch.setenv("SLURM_NTASKS", "1")
+    monkeypatch.setenv("SLURM_JOB_NAME", "train")
+    (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"")  # Lightning resumes a requeued job from it
+    check_folder_reuse(tmp_path, None, None)
