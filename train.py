@@ -28,73 +28,109 @@ log = logging.getLogger("quartet.train")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; write ``summary.json``; return metrics."""
+    """Fit ``cfg.module`` on ``cfg.data`` with ``cfg.trainer``; write ``summary.json``; return metrics.
+
+    The run folder is locked while training (``utils.run_lock``), and a folder that already holds a
+    run is only reused to continue it (``ckpt_path``/``resume_dir``)."""
     import lightning as L
     from hydra.utils import instantiate
 
-    from callbacks.hf_export import HFExport
-    from callbacks.run_summary import RunSummary
-    from utils.atomic import write_json_atomic
     from utils.config_validation import validate_train_config
-    from utils.rich_config import print_and_save_config
     from utils.run_folder import resolve_ckpt_path
+    from utils.run_lock import RunFolderLock
+    from utils.temp_files import remove_stale_temp_files
 
     validate_train_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     L.seed_everything(cfg.seed, workers=True)
+    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    if rank0:  # tokenisation leftovers of a killed run (a live writer keeps its file open)
+        remove_stale_temp_files(cfg.data.get("cache_dir"), ["tmp*"], min_age_s=60)
     # Read and validate the data before anything is written to the run folder.
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = instantiate(cfg.module)
-    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    with RunFolderLock(output_dir, enabled=rank0):
+        return _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
+
+
+def _fit(
+    cfg: DictConfig,
+    module: Any,
+    datamodule: Any,
+    output_dir: Path,
+    ckpt_path: str | None,
+    rank0: bool,
+) -> dict[str, Any]:
+    import lightning as L
+    from hydra.utils import instantiate
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from callbacks.checkpoint_io import BesideTargetCheckpointIO
+    from callbacks.csv_logger import TrimCSVOnResume
+    from callbacks.hf_export import HFExport
+    from callbacks.nonfinite import NonFiniteGuard
+    from callbacks.preemption import GracefulInterrupt
+    from callbacks.run_summary import RunSummary, write_summary_json
+    from utils.errors import NonFiniteLossError, TrainingInterrupted
+    from utils.rich_config import print_and_save_config
+    from utils.run_folder import check_folder_reuse
+    from utils.temp_files import remove_stale_temp_files
+
+    if rank0:
+        check_folder_reuse(output_dir, cfg.get("ckpt_path"), cfg.get("resume_dir"))
+        for folder in (output_dir, output_dir / "checkpoints"):  # we hold the lock: these are stale
+            remove_stale_temp_files(folder, [".*.tmp-*"])
     if cfg.get("print_config", True) and rank0:
         print_and_save_config(cfg, output_dir / "config_tree.log")
     callbacks: list[L.Callback] = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
     summary = RunSummary()
-    callbacks.append(summary)
+    guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
+    callbacks += [summary, guard, TrimCSVOnResume()]
     exporter = HFExport(output_dir / "hf_model") if cfg.get("export") else None
     if exporter:
         callbacks.append(exporter)
+    callbacks.append(GracefulInterrupt(output_dir))  # last: saves after the others' step-end hooks
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[BesideTargetCheckpointIO()]
+    )
+
+    def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> None:
+        if trainer.is_global_zero:
+            write_summary_json(
+                cfg, trainer, output_dir, ckpt_path, summary, guard, exporter, status, error, metrics
+            )
 
     log.info("training %s on %s (output: %s)", cfg.module._target_, cfg.data._target_, output_dir)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    if trainer.interrupted:
-        log.warning("training was interrupted; resume with ckpt_path=last or resume_dir=%s", output_dir)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except TrainingInterrupted as e:
+        write_summary("interrupted", str(e), _metrics(trainer))
+        raise
+    except NonFiniteLossError as e:
+        write_summary("stopped_nonfinite", str(e), _metrics(trainer))
+        raise
+    except SIGTERMException:  # Lightning's own SIGTERM path (SLURM auto-requeue): never exit 0
+        msg = "training stopped by SIGTERM (SLURM auto-requeue: the requeued job resumes from its HPC checkpoint)"
+        write_summary("interrupted", msg, _metrics(trainer))
+        raise TrainingInterrupted(msg, 15) from None
+    metrics = _metrics(trainer)
     if cfg.get("validate_after_fit") and not trainer.interrupted:
         for result in trainer.validate(module, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})
-
-    if trainer.is_global_zero:
-        ckpt_cb = trainer.checkpoint_callback
-        last = output_dir / "checkpoints" / "last.ckpt"
-        write_json_atomic(
-            output_dir / "summary.json",
-            {
-                **summary.summary(),
-                "task_name": cfg.get("task_name"),
-                "module": cfg.module._target_,
-                "global_step": trainer.global_step,
-                "epoch": trainer.current_epoch,
-                "interrupted": trainer.interrupted,
-                "resumed_from": ckpt_path,
-                "metrics": metrics,
-                "optimized_metric": cfg.get("optimized_metric"),
-                "checkpoints": {
-                    "last": str(last) if last.exists() else None,
-                    "dir": str(ckpt_cb.dirpath) if ckpt_cb else None,
-                },
-                "hf_model": str(exporter.exported) if exporter and exporter.exported else None,
-                "output_dir": str(output_dir),
-            },
-        )
+    write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
+    if trainer.interrupted:
+        log.warning("training was interrupted; resume with ckpt_path=last or resume_dir=%s", output_dir)
     return metrics
+
+
+def _metrics(trainer: Any) -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -2,16 +2,21 @@
 
 Lightning's CSV writer removes ``metrics.csv`` when its folder already exists, so a resumed run
 (``resume_dir=`` or ``ckpt_path=last`` in the same run folder) would lose the history before the
-crash. This writer keeps the file and its header, and appends.
+crash. This writer keeps the file and its header, and appends. ``TrimCSVOnResume`` drops the rows
+logged after the checkpoint a run resumes from (they are logged again), so no step appears twice.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from utils.temp_files import temp_path_beside
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -32,3 +37,35 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def drop_rows_from(self, step: int) -> int:
+        """Remove the rows whose ``step`` is ``>= step`` from ``metrics.csv`` (rewritten through a
+        temporary file beside it); returns how many were dropped."""
+        path = os.path.join(self.log_dir, _AppendingWriter.NAME_METRICS_FILE)
+        if not os.path.isfile(path):
+            return 0
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
+        if len(kept) == len(rows):
+            return 0
+        tmp = temp_path_beside(path)
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+        return len(rows) - len(kept)
+
+
+class TrimCSVOnResume(L.Callback):
+    """On a resumed fit, drop CSV rows logged after the restored checkpoint's step (rank 0)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.ckpt_path is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.experiment.save()  # rows buffered before the restore go out first
+                logger.drop_rows_from(trainer.global_step)

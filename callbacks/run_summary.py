@@ -1,12 +1,20 @@
-"""RunSummary: tracks the training loss curve so ``summary.json`` can show the first and last loss."""
+"""RunSummary: tracks the training loss curve; ``write_summary_json`` writes the run's ``summary.json``."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from omegaconf import DictConfig
+
+from callbacks.hf_export import HFExport
+from callbacks.nonfinite import NonFiniteGuard
+from utils.atomic import write_json_atomic
 
 
 class RunSummary(L.Callback):
@@ -14,11 +22,13 @@ class RunSummary(L.Callback):
 
     ``first_loss``/``last_loss`` are means over the first and last ``window`` steps, which shows a
     trend without the noise of one batch; ``first_step_loss``/``last_step_loss`` are the raw values.
+    The curve is part of the checkpoint, so it continues across resumes.
     """
 
     def __init__(self, window: int = 10):
         self.window = window
         self.losses: list[float] = []
+        self.restored_steps = 0  # loss values that came from the checkpoint this run resumed from
         self.start = time.time()
         self._last_step = -1
 
@@ -33,10 +43,19 @@ class RunSummary(L.Callback):
             self._last_step = trainer.global_step
             self.losses.append(float(loss.detach()))
 
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in checkpoints, so a resumed run's summary covers the whole loss curve."""
+        return {"losses": list(self.losses)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.losses = [float(x) for x in state_dict.get("losses", [])]
+        self.restored_steps = len(self.losses)
+
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "wall_time_s": round(time.time() - self.start, 2),
             "steps_recorded": len(self.losses),
+            "steps_this_run": len(self.losses) - self.restored_steps,
         }
         if self.losses:
             w = min(self.window, len(self.losses))
@@ -47,3 +66,52 @@ class RunSummary(L.Callback):
                 last_loss=sum(self.losses[-w:]) / w,
             )
         return out
+
+
+def write_summary_json(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    output_dir: Path,
+    ckpt_path: str | None,
+    summary: RunSummary,
+    guard: NonFiniteGuard,
+    exporter: HFExport | None,
+    status: str,
+    error: str | None,
+    metrics: dict[str, float],
+) -> None:
+    """``summary.json`` (strict JSON: non-finite numbers are written as null). A resumed run that
+    trained no new step keeps the previous summary's metrics."""
+    path = output_dir / "summary.json"
+    if not metrics and ckpt_path and path.is_file():
+        with contextlib.suppress(ValueError):
+            metrics = json.loads(path.read_text()).get("metrics") or {}
+    ckpt_cb = trainer.checkpoint_callback
+    last = output_dir / "checkpoints" / "last.ckpt"
+    write_json_atomic(
+        path,
+        {
+            **summary.summary(),
+            "task_name": cfg.get("task_name"),
+            "module": cfg.module._target_,
+            "global_step": trainer.global_step,
+            "epoch": trainer.current_epoch,
+            "status": status,
+            "error": error,
+            "interrupted": status == "interrupted",
+            "nonfinite": {
+                "policy": guard.policy,
+                "skipped": guard.skipped,
+                "skipped_steps": guard.skipped_steps,
+            },
+            "resumed_from": ckpt_path,
+            "metrics": metrics,
+            "optimized_metric": cfg.get("optimized_metric"),
+            "checkpoints": {
+                "last": str(last) if last.exists() else None,
+                "dir": str(ckpt_cb.dirpath) if ckpt_cb else None,
+            },
+            "hf_model": str(exporter.exported) if exporter and exporter.exported else None,
+            "output_dir": str(output_dir),
+        },
+    )

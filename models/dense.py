@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreT
 from models.dtypes import resolve_dtype
 from models.registry import ModelKind, register_model_kind
 from utils.errors import ConfigError, QuartetError
+from utils.model_paths import check_model_location
 
 TINY_ARCHS = {"llama": "LlamaConfig", "qwen2": "Qwen2Config", "mistral": "MistralConfig"}
 
@@ -54,6 +55,7 @@ def load_hf(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase | None = 
     name = cfg.get("pretrained")
     if not name:
         raise ConfigError(["model.pretrained is required for model=hf (a local folder or a hub id)"])
+    check_model_location(name, "model.pretrained")
     kwargs: dict[str, Any] = {
         "dtype": resolve_dtype(cfg.get("dtype", "auto")),
         "trust_remote_code": bool(cfg.get("trust_remote_code", False)),

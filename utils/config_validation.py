@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, QuartetError
+from utils.model_paths import check_model_location
 
 REQUIRED = ("model", "module", "data", "trainer", "paths")
 
@@ -21,6 +23,14 @@ def _missing_keys(node: DictConfig, prefix: str = "") -> list[str]:
         elif not OmegaConf.is_interpolation(node, key) and isinstance(node._get_node(key), DictConfig):
             out += _missing_keys(node[key], f"{path}.")
     return sorted(out)
+
+
+def _positive_finite(value: object) -> bool:
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(x) and x > 0
 
 
 def validate_train_config(cfg: DictConfig) -> None:
@@ -50,6 +60,15 @@ def validate_train_config(cfg: DictConfig) -> None:
         and not model.get("pretrained")
     ):
         problems.append(f"model.pretrained must name a folder or hub id for model.kind={model.get('kind')}")
+    if not any(k.startswith("model.") for k in missing):  # else model.tokenizer may point at a ???
+        # One check per location; a tokenizer at the model's location is reported as model.pretrained.
+        locations = {model.get("tokenizer"): "model.tokenizer", model.get("pretrained"): "model.pretrained"}
+        for location, key in locations.items():
+            if isinstance(location, str):
+                try:
+                    check_model_location(location, key)
+                except QuartetError as e:
+                    problems.append(str(e))
     for k in ("batch_size", "eval_batch_size"):
         if data.get(k) is not None and (not isinstance(data[k], int) or data[k] < 1):
             problems.append(f"data.{k}={data[k]} must be a positive integer")
@@ -57,12 +76,14 @@ def validate_train_config(cfg: DictConfig) -> None:
     if isinstance(path, str) and (path.endswith((".jsonl", ".json", ".parquet")) and not Path(path).exists()):
         problems.append(f"data.path={path}: file not found")
     opt = cfg.module.get("optimizer") or {}
-    if "lr" in opt and not float(opt.lr) > 0:
-        problems.append(f"module.optimizer.lr={opt.lr} must be > 0")
+    if "lr" in opt and not _positive_finite(opt.lr):
+        problems.append(f"module.optimizer.lr={opt.lr} must be a finite number > 0")
     for k in ("max_epochs", "max_steps"):
         v = trainer.get(k)
-        if v is not None and (not isinstance(v, int) or v < -1 or v == 0 and k == "max_epochs"):
+        if v is not None and (not isinstance(v, int) or v < -1 or v == 0):
             problems.append(f"trainer.{k}={v} must be a positive integer (or -1)")
+    if cfg.get("nonfinite", "stop") not in ("stop", "skip"):
+        problems.append(f"nonfinite={cfg.get('nonfinite')} must be 'stop' or 'skip'")
     if trainer.get("accumulate_grad_batches", 1) < 1:
         problems.append("trainer.accumulate_grad_batches must be >= 1")
     if trainer.get("use_distributed_sampler", False):

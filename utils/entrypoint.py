@@ -36,8 +36,8 @@ def run_cli(main: Callable[[], Any]) -> None:
 
 
 def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
-    """Run ``fn(cfg)``; turn user errors into one ``error:`` line and exit status 2; return the
-    optimized metric for sweepers."""
+    """Run ``fn(cfg)``; turn user errors into one ``error:`` line and their exit status (2 for bad
+    input, 1 for a non-finite loss, 128+signal for an interrupt); return the optimized metric."""
     global _TASK_STARTED
     _TASK_STARTED = True
     try:
@@ -46,12 +46,12 @@ def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> flo
         metrics = fn(cfg)
     except QuartetError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(e.exit_code)
     except InstantiationException as e:  # a QuartetError raised by a config's _target_ (e.g. ConfigError)
         if not isinstance(e.__cause__, QuartetError):
             raise
         print(f"error: {e.__cause__}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        sys.exit(e.__cause__.exit_code)
     name = cfg.get("optimized_metric")
     if not name:
         return None

@@ -7,8 +7,10 @@ class QuartetError(Exception):
     """Base class for errors caused by the user's input (config, data, paths).
 
     ``train.py``/``eval.py``/``generate.py`` print these as a single ``error: ...`` line and exit
-    with status 2, instead of a traceback.
+    with status ``exit_code`` (2: bad input), instead of a traceback.
     """
+
+    exit_code: int = 2
 
 
 class ConfigError(QuartetError):
@@ -28,3 +30,23 @@ def where(path: str | None, line: int | None = None) -> str:
     if path is None:
         return f"record {line}" if line is not None else "input"
     return f"{path}:{line}" if line is not None else str(path)
+
+
+class NonFiniteLossError(QuartetError):
+    """Training produced a non-finite loss or gradient and the policy is ``nonfinite=stop``.
+
+    Not a bad-input error, so the exit status is 1 (``error:`` line, no traceback)."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(QuartetError):
+    """A SIGTERM/SIGUSR1/SIGINT stopped training after saving ``last.ckpt``.
+
+    The exit status is ``128 + signal number`` (143 for SIGTERM, 130 for SIGINT, 138 for SIGUSR1),
+    as a shell reports a process killed by that signal, so schedulers never record success."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)

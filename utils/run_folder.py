@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from pathlib import Path
 
@@ -38,7 +40,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
         last = output_dir / "checkpoints" / "last.ckpt"
         if last.exists():
             return str(last)
-        log.info("ckpt_path=last: no checkpoint at %s yet; starting from scratch", last)
+        log.warning("ckpt_path=last: no checkpoint at %s yet; starting from scratch", last)
         return None
     if not Path(ckpt_path).exists():
         raise QuartetError(f"ckpt_path={ckpt_path}: checkpoint not found")
@@ -73,3 +75,34 @@ def load_resume_config(cfg: DictConfig, task_overrides: list[str]) -> DictConfig
         merged.resume_dir = str(resume_dir)
         merged.ckpt_path = cfg.get("ckpt_path") or "last"
     return merged
+
+
+def check_folder_reuse(output_dir: Path, ckpt_path: str | None, resume_dir: str | None) -> None:
+    """Refuse to start a fresh run in a folder that already holds one (``summary.json`` of a finished
+    run, or ``checkpoints/last.ckpt`` of an unfinished one): its summary, CSV and checkpoints would be
+    mixed with the new run's. Continuing it (``ckpt_path``/``resume_dir``) is fine."""
+    if ckpt_path or resume_dir or _slurm_requeue_resumes(output_dir):
+        return
+    summary = output_dir / "summary.json"
+    if summary.exists():
+        status = "a finished"
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            status = {"interrupted": "an interrupted", "stopped_nonfinite": "a stopped"}.get(
+                json.loads(summary.read_text()).get("status"), "a finished"
+            )
+        held = f"{status} run (summary.json)"
+    elif (output_dir / "checkpoints" / "last.ckpt").exists():
+        held = "an unfinished run (checkpoints/last.ckpt)"
+    else:
+        return
+    raise QuartetError(
+        f"run folder {output_dir} already holds {held}; pass ckpt_path=last to continue it, "
+        f"resume_dir={output_dir} to continue it with its saved config, or use a new folder (hydra.run.dir=...)"
+    )
+
+
+def _slurm_requeue_resumes(output_dir: Path) -> bool:
+    """A requeued SLURM job: Lightning resumes it from its ``hpc_ckpt_*.ckpt`` by itself."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))

@@ -1,0 +1,46 @@
+"""Test-only callbacks for the hardening tests (instantiated through ``+callbacks.<name>._target_``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+
+class NaNGradAtStep(L.Callback):
+    """Makes the gradients of the update at ``global_step == step`` NaN (a blown-up backward pass)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step == self.step:
+            next(p for p in pl_module.parameters() if p.grad is not None).grad.fill_(float("nan"))
+
+
+class NaNWeightsAtStep(L.Callback):
+    """Sets one weight to NaN at the end of the step that reaches ``global_step == step``, before the
+    checkpoint callbacks run (they are ordered last)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class TouchAtStep(L.Callback):
+    """Creates ``path`` once ``global_step >= step`` (so a test knows training is under way), then
+    sleeps ``sleep`` seconds per step so a signal lands mid-run."""
+
+    def __init__(self, step: int, path: str, sleep: float = 0.0):
+        self.step, self.path, self.sleep = step, Path(path), sleep
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step >= self.step:
+            self.path.touch()
+            time.sleep(self.sleep)
