@@ -95,5 +95,5 @@ for name, vals in rows.items():
     print(f"{name:<17} {sum(vals) / len(vals):.3f}  {['%.3f' % v for v in vals]}")
 s = json.loads((out / "rl_data" / "summary.json").read_text())
 print(f"RL data: {s['records']} samples, non-zero-reward fraction {s['nonzero_reward_frac']:.3f}, "
-      f"mean reward correct {s['mean_reward_correct']:.4f}, wrong {s['mean_reward_wrong']:.4f}")
+      f"mean reward correct {s['mean_reward_correct']}, wrong {s['mean_reward_wrong']}")
 PY

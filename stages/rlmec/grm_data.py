@@ -98,7 +98,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     bad = BadRecords(s.on_bad_record)
     counts: Counter = Counter()
     rows = grm_examples(
-        iter_checked(s.input, EDIT_FIELDS, bad),
+        ((d, p) for _, d, p in iter_checked(s.input, EDIT_FIELDS, bad)),
         float(s.identity_rate),
         bool(s.full_rewrites),
         int(cfg.seed),

@@ -24,7 +24,6 @@ stopped run resumes and writes the same file.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -119,14 +118,15 @@ def build_rl_records(
     return rows
 
 
-def reward_stats(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """The non-zero-reward fraction and the mean token reward on correct and on wrong samples."""
+def reward_stats(rows: Sequence[dict[str, Any]]) -> dict[str, float | None]:
+    """The non-zero-reward fraction and the mean token reward on correct and on wrong samples (None
+    when there is no such sample)."""
     tokens = sum(len(r["rewards"]) for r in rows)
     nonzero = sum(v != 0 for r in rows for v in r["rewards"])
-    out = {"nonzero_reward_frac": nonzero / max(1, tokens)}
+    out: dict[str, float | None] = {"nonzero_reward_frac": nonzero / max(1, tokens)}
     for name, flag in (("correct", True), ("wrong", False)):
         values = [v for r in rows if r["correct"] is flag for v in r["rewards"]]
-        out[f"mean_reward_{name}"] = sum(values) / len(values) if values else math.nan
+        out[f"mean_reward_{name}"] = sum(values) / len(values) if values else None
     return out
 
 
