@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,13 +121,27 @@ def cached_map(
     )
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short, stable hash of JSON-able parts (file paths are keyed by size and mtime too)."""
-    items = []
-    for p in parts:
-        if isinstance(p, (str, Path)) and Path(p).is_file():
-            st = Path(p).stat()
-            items.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-        else:
-            items.append(p)
+def file_identity(path: str | Path) -> Any:
+    """What keys a data source in a cache: a file by its resolved path, size and mtime; a folder (a
+    ``save_to_disk`` dataset) by the same of every file in it; anything else (a hub dataset name) by
+    itself."""
+    p = Path(path)
+    if p.is_file():
+        st = p.stat()
+        return [str(p.resolve()), st.st_size, st.st_mtime_ns]
+    if p.is_dir():
+        return [
+            [str(f.relative_to(p)), f.stat().st_size, f.stat().st_mtime_ns]
+            for f in sorted(p.rglob("*"))
+            if f.is_file()
+        ]
+    return str(path)
+
+
+def fingerprint(*parts: Any, files: Sequence[str | Path] = ()) -> str:
+    """A short, stable hash of JSON-able ``parts`` plus the identity of each of ``files`` (the data
+    sources the caller names as files; see :func:`file_identity`). Strings in ``parts`` are hashed as
+    they are, never looked up on disk: a chat template is a string too, and often longer than a file
+    name may be."""
+    items = [list(parts), [file_identity(f) for f in files]]
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()[:16]

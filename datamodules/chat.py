@@ -107,7 +107,6 @@ class ChatDataModule(TokenDataModule):
         key = fingerprint(
             type(self).__qualname__,
             self.cache_key_parts(),
-            path,
             self.tokenizer_name,
             self.tokenizer.chat_template,
             len(self.tokenizer),
@@ -117,6 +116,8 @@ class ChatDataModule(TokenDataModule):
             self.max_length,
             self.truncation,
             self.on_empty_mask,
+            self.split,
+            files=[path],
         )
         tokenizer, policy, max_length = self.tokenizer, self.policy, self.max_length
         truncation, skip = self.truncation, self.on_empty_mask == "skip"

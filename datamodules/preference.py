@@ -294,7 +294,6 @@ class PreferenceDataModule(TokenDataModule):
         )
         key = fingerprint(
             "preference-v1",
-            path,
             self.tokenizer_name,
             self.tokenizer.chat_template,
             len(self.tokenizer),
@@ -303,6 +302,8 @@ class PreferenceDataModule(TokenDataModule):
             self.standard_format,
             self.keep_neg_types,
             self.on_bad_record,
+            self.split,
+            files=[path],
         )
         tokenizer, max_length, truncation = self.tokenizer, self.max_length, self.truncation
 

@@ -63,6 +63,11 @@ class CausalLMModule(L.LightningModule):
             cfg["tokenizer"], bool(cfg.get("trust_remote_code", False)), cfg.get("chat_template")
         )
         self.model = build_model(cfg, self.tokenizer)
+        # ``from_pretrained`` returns a model in eval mode, and Lightning keeps each submodule's mode as it
+        # finds it: without this the policy would train with dropout off, and transformers' gradient
+        # checkpointing (active only when ``self.training``) would silently do nothing. Frozen copies made
+        # in ``on_model_built`` put themselves in eval mode.
+        self.model.train()
         self.on_model_built()
         if getattr(self, "_device_mesh", None) is not None:
             self._fully_shard(self.model)
