@@ -186,11 +186,17 @@ def test_chat_cache_with_a_template_over_4kb(tmp_path, long_template_tokenizer_d
     assert len(template.encode()) > 4096
     data = tmp_path / "chats.jsonl"
     data.write_text("\n".join(json.dumps({"messages": DIALOGUE[: 2 + 2 * (i % 2)]}) for i in range(4)) + "\n")
-    kwargs = dict(path=str(data), tokenizer=str(long_template_tokenizer_dir), val_fraction=0.0, batch_size=2)
+    kwargs = dict(
+        path=str(data),
+        tokenizer=str(long_template_tokenizer_dir),
+        val_fraction=0.0,
+        batch_size=2,
+        max_length=2048,
+    )
     dm = ChatDataModule(cache_dir=str(tmp_path / "cache"), **kwargs)
     dm.setup()
     assert len(dm.train_dataset) == 4
-    want = tokenize_chat(long_template_tokenizer, DIALOGUE, MaskPolicy(), 512)
+    want = tokenize_chat(long_template_tokenizer, DIALOGUE, MaskPolicy(), 2048)
     assert dm.train_dataset[1]["input_ids"] == want["input_ids"]
     assert dm.train_dataset[1]["labels"] == want["labels"]
     cached = sorted(p.name for p in (tmp_path / "cache").glob("chat-*.arrow"))
