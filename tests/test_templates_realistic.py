@@ -95,7 +95,7 @@ FIXTURE = {
     "llama3": "llama3_tokenizer",
     "mistral": "mistral_tokenizer",
     "gemma": "gemma_tokenizer",
-    "long_chatml": "long_template_tokenizer",
+    "long_chatml": "long_chatml_tokenizer",
 }
 
 
@@ -181,14 +181,14 @@ def test_preference_spans_and_generation_prompt(request, family):
     assert full == got["prompt_ids"] + got["chosen_ids"]
 
 
-def test_chat_cache_with_a_template_over_4kb(tmp_path, long_template_tokenizer_dir, long_template_tokenizer):
-    template = long_template_tokenizer.chat_template
+def test_chat_cache_with_a_template_over_4kb(tmp_path, long_chatml_tokenizer_dir, long_chatml_tokenizer):
+    template = long_chatml_tokenizer.chat_template
     assert len(template.encode()) > 4096
     data = tmp_path / "chats.jsonl"
     data.write_text("\n".join(json.dumps({"messages": DIALOGUE[: 2 + 2 * (i % 2)]}) for i in range(4)) + "\n")
     kwargs = dict(
         path=str(data),
-        tokenizer=str(long_template_tokenizer_dir),
+        tokenizer=str(long_chatml_tokenizer_dir),
         val_fraction=0.0,
         batch_size=2,
         max_length=2048,
@@ -196,7 +196,7 @@ def test_chat_cache_with_a_template_over_4kb(tmp_path, long_template_tokenizer_d
     dm = ChatDataModule(cache_dir=str(tmp_path / "cache"), **kwargs)
     dm.setup()
     assert len(dm.train_dataset) == 4
-    want = tokenize_chat(long_template_tokenizer, DIALOGUE, MaskPolicy(), 2048)
+    want = tokenize_chat(long_chatml_tokenizer, DIALOGUE, MaskPolicy(), 2048)
     assert dm.train_dataset[1]["input_ids"] == want["input_ids"]
     assert dm.train_dataset[1]["labels"] == want["labels"]
     cached = sorted(p.name for p in (tmp_path / "cache").glob("chat-*.arrow"))
@@ -206,7 +206,7 @@ def test_chat_cache_with_a_template_over_4kb(tmp_path, long_template_tokenizer_d
     again.setup()
     assert sorted(p.name for p in (tmp_path / "cache").glob("chat-*.arrow")) == cached
     other_dir = tmp_path / "other_tok"
-    long_template_tokenizer.save_pretrained(other_dir)
+    long_chatml_tokenizer.save_pretrained(other_dir)
     (other_dir / "chat_template.jinja").write_text(template.replace("Rule 40", "Rule forty"))
     other = ChatDataModule(**{**kwargs, "tokenizer": str(other_dir)}, cache_dir=str(tmp_path / "cache"))
     other.setup()

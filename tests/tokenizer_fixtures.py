@@ -212,13 +212,13 @@ def gemma_tokenizer() -> PreTrainedTokenizerFast:
 
 
 @pytest.fixture(scope="session")
-def long_template_tokenizer() -> PreTrainedTokenizerFast:
+def long_chatml_tokenizer() -> PreTrainedTokenizerFast:
     return build_tokenizer("long_chatml")
 
 
 @pytest.fixture(scope="session")
-def long_template_tokenizer_dir(tmp_path_factory, long_template_tokenizer) -> Path:
+def long_chatml_tokenizer_dir(tmp_path_factory, long_chatml_tokenizer) -> Path:
     """The > 4 KB-template tokenizer saved with ``save_pretrained`` (what ``data.tokenizer`` names)."""
-    out = tmp_path_factory.mktemp("long_template_tokenizer")
-    long_template_tokenizer.save_pretrained(out)
+    out = tmp_path_factory.mktemp("long_chatml_tokenizer")
+    long_chatml_tokenizer.save_pretrained(out)
     return out
