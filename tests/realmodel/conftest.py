@@ -15,7 +15,9 @@ QUESTIONS = ROOT / "data" / "realmodel" / "questions.jsonl"
 
 
 def _prepare_module():
-    spec = importlib.util.spec_from_file_location("prepare_real_model", ROOT / "scripts" / "prepare_real_model.py")
+    spec = importlib.util.spec_from_file_location(
+        "prepare_real_model", ROOT / "scripts" / "prepare_real_model.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

