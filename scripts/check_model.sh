@@ -10,7 +10,8 @@
 #
 # Usage: scripts/check_model.sh <model dir or hub id> [OUT_DIR]
 #   DATA=<chats.jsonl> QUESTIONS=<questions.jsonl> override the data; extra Hydra overrides for every
-#   train.py step go in TRAIN_ARGS (e.g. TRAIN_ARGS="model.dtype=bfloat16 model.lora.enabled=true").
+#   train.py step go in TRAIN_ARGS (e.g. TRAIN_ARGS="model.dtype=bfloat16 model.lora.enabled=true"), and
+#   for the negatives step in NEG_ARGS (e.g. NEG_ARGS="stage.generator.sampling.temperature=1.0").
 set -euo pipefail
 if [[ $# -lt 1 ]]; then
   echo "usage: $0 <model dir or hub id> [OUT_DIR]" >&2
@@ -24,6 +25,7 @@ OUT="$(realpath -m "${2:-$ROOT/outputs/check_model}")"
 DATA="$(realpath -m "${DATA:-$ROOT/data/realmodel/dialogues.jsonl}")"
 QUESTIONS="$(realpath -m "${QUESTIONS:-$ROOT/data/realmodel/questions.jsonl}")"
 read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
+read -r -a NEG_EXTRA <<< "${NEG_ARGS:-}"
 cd "$ROOT"
 COMMON=(model=hf "model.pretrained=$MODEL" debug=smoke print_config=false "${EXTRA[@]}")
 
@@ -40,7 +42,7 @@ loss "$OUT/ask"
 echo "== 3/5 CaPO negatives -> $OUT/negatives/pairs.jsonl"
 "$PY" generate.py stage=capo_negatives "stage.input=$DATA" "stage.generator.path=$MODEL" \
   stage.max_dialogues=4 stage.generator.sampling.max_new_tokens=24 \
-  "stage.output=$OUT/negatives/pairs.jsonl" "hydra.run.dir=$OUT/negatives" print_config=false
+  "stage.output=$OUT/negatives/pairs.jsonl" "hydra.run.dir=$OUT/negatives" "${NEG_EXTRA[@]}"
 echo "  $(wc -l < "$OUT/negatives/pairs.jsonl") pairs"
 
 echo "== 4/5 CaPO (precomputed reference) -> $OUT/capo"

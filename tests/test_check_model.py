@@ -27,7 +27,9 @@ def test_smoke_debug_config_composes_for_each_pipeline(tmp_path, module, data):
 @pytest.mark.slow
 def test_check_model_script_runs_every_pipeline(tmp_path, tiny_hf_dir):
     out = tmp_path / "check"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "QUARTET_ROOT": str(ROOT)}
+    # A random model's greedy reply is often empty (EOS first), so the negatives step samples.
+    neg_args = "stage.generator.sampling.temperature=1.0"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "QUARTET_ROOT": str(ROOT), "NEG_ARGS": neg_args}
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "check_model.sh"), str(tiny_hf_dir), str(out)],
         cwd=ROOT,
