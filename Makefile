@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv train test lint format bench tokenizer data clean-outputs
+.PHONY: venv train test lint format bench tokenizer data clean-outputs real-model
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-realmodel.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-realmodel.txt
 	touch $@
 
 venv: $(VENV)/.installed
@@ -18,8 +19,13 @@ venv: $(VENV)/.installed
 train: venv
 	$(PY) train.py $(ARGS)
 
-## The test suite (the command CI runs).
-test: venv
+## The real model of the test tier: SmolLM2-135M-Instruct converted once to an fp32 HF folder, cached in
+## $${QUARTET_CACHE:-~/.cache/quartet}/smollm2-135m-instruct-<wheel version>/ (about 1 minute the first time).
+real-model: venv
+	$(PY) scripts/prepare_real_model.py
+
+## The test suite (the command CI runs), the real-model tier included (`PYTEST_ARGS="-m 'not realmodel'"` skips it).
+test: venv real-model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

