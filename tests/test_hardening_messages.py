@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from lightning_modules.components.backbone import _load_hf, load_tokenizer
 
+from models import load_tokenizer
+from models.dense import load_hf as _load_hf
 from tests.helpers import FAST, compose_cfg
 from train import train
 from utils.config_validation import validate_train_config

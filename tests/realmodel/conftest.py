@@ -31,6 +31,6 @@ def real_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def real_tokenizer(real_model_dir):
-    from lightning_modules.components.backbone import load_tokenizer
+    from models import load_tokenizer
 
     return load_tokenizer(str(real_model_dir))
