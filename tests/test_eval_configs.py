@@ -13,13 +13,19 @@ from evaluation.reasoning.prompts import AGREEMENT_PATH_TEMPLATE, AGREEMENT_TEMP
 from tests.helpers import CONF, compose_cfg
 
 # eval.py's own groups, every option; plus the shared groups' options an evaluation uses.
-EVAL_GROUPS = ["task", "method", "backend"]
+EVAL_GROUPS = ["task", "method", "backend", "judge"]
 OPTIONS = [(g, p.stem) for g in EVAL_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 OPTIONS += [("model", "tiny"), ("model", "hf"), ("trainer", "ddp"), ("trainer", "gpu"), ("trainer", "cpu")]
 NEEDS = {
     ("backend", "openai_http"): ["backend.base_url=http://localhost:8000/v1", "backend.model=served"],
     ("backend", "vllm"): ["backend.path=/models/m"],
+    ("task", "mt_bench"): ["judge=standin"],
+    ("judge", "hf"): ["task=mt_bench", "judge.path=/models/judge"],
+    ("judge", "vllm"): ["task=mt_bench", "judge.path=/models/judge"],
+    ("judge", "openai_http"): ["task=mt_bench", "judge.base_url=http://localhost:8000/v1", "judge.model=j"],
+    ("judge", "standin"): ["task=mt_bench"],
 }
+MULTI_TURN = {("task", "mt_bench"), *(("judge", p.stem) for p in (CONF / "judge").glob("*.yaml"))}
 
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
@@ -31,6 +37,10 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
         extra = [f"model.pretrained={tiny_hf_dir}"]
     cfg = compose_cfg([f"{group}={option}", *extra], tmp_path, config_name="eval")
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if (group, option) in MULTI_TURN:  # MT-Bench: FastChat questions, a judge, its own runner
+        assert cfg.task.runner == "tasks.mt_bench.run" and cfg.data.path.endswith("question.jsonl")
+        assert cfg.judge.backend in ("hf", "vllm", "openai_http", "standin")
+        return
     assert cfg.data._target_ == "datamodules.reasoning.ReasoningQuestionDataModule"
     assert cfg.backend.name in ("hf", "openai_http", "vllm")
     build_spec(cfg)  # the method and prompt nodes are valid evaluation settings
