@@ -16,7 +16,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from utils.temp_files import temp_path_beside
+from utils.atomic import atomic_path
 
 
 class BesideTargetCheckpointIO(TorchCheckpointIO):
@@ -25,13 +25,7 @@ class BesideTargetCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if "://" in str(path):  # remote storage: Lightning's own (fsspec) path
             return super().save_checkpoint(checkpoint, path, storage_options)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        tmp = temp_path_beside(path)
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())

@@ -16,7 +16,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 
-from utils.temp_files import temp_path_beside
+from utils.atomic import atomic_path
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -50,12 +50,10 @@ class ResumableCSVLogger(CSVLogger):
         kept = [r for r in rows if not (r.get("step") or "").isdigit() or int(r["step"]) < step]
         if len(kept) == len(rows):
             return 0
-        tmp = temp_path_beside(path)
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, path)
         return len(rows) - len(kept)
 
 
