@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from inference.backends.base import Message, Prompt, is_chat_prompt, validate_messages
+from utils.errors import QuartetError
 
 
-class ChatTemplateMissingError(ValueError):
+class ChatTemplateMissingError(QuartetError, ValueError):
     """Chat mode was requested but the tokenizer has no chat template."""
 
 
@@ -50,7 +51,7 @@ def apply_chat_template(tokenizer: Any, messages: Sequence[Message]) -> str:
     return text
 
 
-class ChatTemplateRoleError(ValueError):
+class ChatTemplateRoleError(QuartetError, ValueError):
     """The chat template cannot render a turn of the requested role after the given history."""
 
 

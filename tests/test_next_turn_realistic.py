@@ -8,6 +8,7 @@ import pytest
 
 from inference.chat import ChatTemplateRoleError, encode_next_turn, render_next_turn
 from tests.tokenizer_fixtures import SMOL_SYSTEM
+from utils.errors import QuartetError
 
 HISTORY = [
     {"role": "user", "content": "Name two rivers."},
@@ -69,7 +70,10 @@ def test_next_assistant_turn_is_the_generation_prompt(family, request):
 @pytest.mark.parametrize("family", ["mistral", "gemma"])
 def test_templates_that_refuse_the_role_order_raise_clearly(family, request):
     tok = request.getfixturevalue(f"{family}_tokenizer")
-    with pytest.raises(ChatTemplateRoleError, match="cannot render a 'user' turn after roles \\['user'\\]"):
+    with pytest.raises(
+        ChatTemplateRoleError, match="cannot render a 'user' turn after roles \\['user'\\]"
+    ) as err:
         render_next_turn(tok, HISTORY[:1], "user")
+    assert isinstance(err.value, QuartetError)  # generate.py / eval.py print it as one `error:` line
     with pytest.raises(ChatTemplateRoleError):
         render_next_turn(tok, [{"role": "system", "content": "Be brief."}, *HISTORY], "user")
