@@ -59,6 +59,12 @@ def test_every_experiment_runs_two_steps(tmp_path, experiment, tiny_hf_dir):
     overrides = [f"experiment={experiment}", "debug=default", "logger=csv", *FAST]
     if "override /model: hf" in (CONF / "experiment" / f"{experiment}.yaml").read_text():
         overrides.append(f"model.pretrained={tiny_hf_dir}")
+    if experiment == "rlmec_tiny":  # its data comes from the pipeline's stages: RL records made here
+        from models import load_tokenizer
+        from tests.rlmec_fixtures import rl_records, write_jsonl
+
+        rows = rl_records(load_tokenizer(str(tiny_hf_dir)), 8)
+        overrides.append(f"data.path={write_jsonl(tmp_path / 'rl_data.jsonl', rows)}")
     cfg = compose_cfg(overrides, tmp_path)
     assert cfg.trainer.get("strategy") is None or cfg.trainer.devices == 1
     metrics = train(cfg)

@@ -223,7 +223,7 @@ def test_capo_negatives_with_the_real_generation_prompt(tmp_path, real_model_dir
 
 
 def test_eval_greedy_sc_and_self_agreement(tmp_path, real_model_dir):
-    from inference.scoring import score_rows
+    from evaluation.reasoning.scoring import score_rows
 
     from eval import evaluate
 
