@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist); files stay whole on one worker so module fixtures are built once.
+TEST_WORKERS ?= 2
 
 .PHONY: venv train test lint format bench tokenizer data clean-outputs real-model
 
@@ -26,7 +28,7 @@ real-model: venv
 
 ## The test suite (the command CI runs), the real-model tier included (`PYTEST_ARGS="-m 'not realmodel'"` skips it).
 test: venv real-model
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
