@@ -13,7 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.losses.sft import IGNORE_INDEX, masked_causal_lm_loss
+from lightning_modules.components.logprobs import labelled_logits
+from lightning_modules.losses.sft import IGNORE_INDEX, masked_causal_lm_loss, selected_tokens_loss
 
 
 class SFTModule(CausalLMModule):
@@ -36,7 +37,11 @@ class SFTModule(CausalLMModule):
         return loss, logits, stats
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss, _, stats = self._step(batch)
+        # The LM head runs on the counted positions only (the other role's turns cost no head compute).
+        logits, targets, _ = labelled_logits(
+            self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
+        )
+        loss, stats = selected_tokens_loss(logits, targets)
         bs = batch["input_ids"].size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/ppl", torch.exp(loss.detach()), batch_size=bs)

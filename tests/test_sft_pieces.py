@@ -97,3 +97,39 @@ def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_hf_dir):
     assert torch.allclose(ours, merged, atol=1e-5)
     assert not torch.allclose(merged, untouched, atol=1e-6), "the adapter was trained and merged"
     L.seed_everything(0)
+
+
+def test_head_on_counted_positions_only_gives_the_full_logits_loss(tokenizer):
+    """SFT training runs the LM head on the counted positions only (``labelled_logits``); its loss, token
+    count and hits equal the full-logits ``masked_causal_lm_loss``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lightning_modules.components.logprobs import labelled_logits
+    from lightning_modules.losses.sft import selected_tokens_loss
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, len(tokenizer), (3, 12))
+    labels = ids.clone()
+    labels[0, :5] = -100
+    labels[1, 3:9] = -100
+    labels[2, :] = -100
+    labels[2, 7] = ids[2, 7]
+    logits, targets, mask = labelled_logits(model, ids, torch.ones_like(ids), labels)
+    full = model(input_ids=ids).logits
+    assert logits.shape == (int(mask.sum()), len(tokenizer)) and torch.equal(targets, labels[:, 1:][mask])
+    torch.testing.assert_close(logits, full[:, :-1][mask], rtol=1e-5, atol=1e-5)
+    loss, stats = selected_tokens_loss(logits, targets)
+    ref, ref_stats = masked_causal_lm_loss(full, labels)
+    torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
+    assert int(stats["tokens"]) == int(ref_stats["tokens"]) and int(stats["correct"]) == int(
+        ref_stats["correct"]
+    )

@@ -6,7 +6,7 @@ import torch
 
 from models.nll import IGNORE_INDEX, masked_nll, token_logprobs
 
-__all__ = ["IGNORE_INDEX", "masked_causal_lm_loss"]
+__all__ = ["IGNORE_INDEX", "masked_causal_lm_loss", "selected_tokens_loss"]
 
 
 def masked_causal_lm_loss(
@@ -26,3 +26,18 @@ def masked_causal_lm_loss(
     with torch.no_grad():
         correct = (logits[:, :-1, :].argmax(-1).eq(labels[:, 1:]) & valid).sum()
     return loss, {"tokens": n.detach(), "correct": correct}
+
+
+def selected_tokens_loss(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The same loss as :func:`masked_causal_lm_loss`, from the logits of the counted positions only
+    (``logits [N, V]`` predicting ``targets [N]``, as ``components.logprobs.labelled_logits`` gives them):
+    L = −(1/N) Σ_i log softmax(logits_i)[targets_i]. Returns the loss and ``{"tokens", "correct"}``."""
+    n = targets.numel()
+    if n == 0:
+        raise ValueError("selected_tokens_loss: the batch has no token with a label (all labels are -100)")
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+    with torch.no_grad():
+        correct = logits.argmax(-1).eq(targets).sum()
+    return loss, {"tokens": torch.tensor(n, device=logits.device), "correct": correct}
