@@ -8,8 +8,9 @@ returns a JSON-able summary that ``generate.py`` saves as ``summary.json`` in th
 
 Stages:
 - ``capo_negatives``: CaPO preference pairs from multi-turn chat data (METHODS.md §1).
-
-Planned, on the same pattern: Parrot dialogue rollout, RLMEC sample / rewrite / build.
+- ``parrot_rollout``: multi-turn dialogues between an answer model and the Ask model (METHODS.md §1).
+- ``rlmec_sample``, ``rlmec_edit``, ``rlmec_grm_data``, ``rlmec_rl_data``, ``rlmec_baseline_data``: the
+  RLMEC data pipeline (METHODS.md §3; ``stages/rlmec/``).
 
 Models that stages generate with are reached through ``stages.common.ChatGenerator``, a callable from
 a list of chat prompts to a list of strings, built from config by ``stages.common.build_generator``
