@@ -223,9 +223,8 @@ def test_capo_negatives_with_the_real_generation_prompt(tmp_path, real_model_dir
 
 
 def test_eval_greedy_sc_and_self_agreement(tmp_path, real_model_dir):
-    from evaluation.reasoning.scoring import score_rows
-
     from eval import evaluate
+    from evaluation.reasoning.scoring import score_rows
 
     cfg = compose_cfg(
         [
