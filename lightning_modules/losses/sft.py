@@ -37,7 +37,8 @@ def selected_tokens_loss(
     n = targets.numel()
     if n == 0:
         raise ValueError("selected_tokens_loss: the batch has no token with a label (all labels are -100)")
-    loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+    logp = -torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    loss = masked_nll(logp, torch.ones_like(targets))  # every selected position counts
     with torch.no_grad():
         correct = logits.argmax(-1).eq(targets).sum()
     return loss, {"tokens": torch.tensor(n, device=logits.device), "correct": correct}
