@@ -84,8 +84,7 @@ from collections import defaultdict
 from pathlib import Path
 out = Path(sys.argv[1])
 def acc(d):
-    m = json.loads((d / "results.json").read_text())["metrics"]
-    return next(v for k, v in m.items() if k.endswith("greedy/accuracy"))
+    return json.loads((d / "results.json").read_text())["metrics"]["greedy"]["accuracy"]
 rows = defaultdict(list)
 for d in sorted(out.glob("eval_*")):
     if (d / "results.json").exists():
