@@ -70,9 +70,14 @@ def make_tokenizer():
 
 
 def tiny_llama(
-    vocab_size: int, seed: int = 0, hidden: int = 64, layers: int = 2, eos_token_id: int | None = None
+    vocab_size: int,
+    seed: int = 0,
+    hidden: int = 64,
+    layers: int = 2,
+    eos_token_id: int | None = None,
+    **config: object,
 ):
-    """A random-initialised Llama in eval mode (float32)."""
+    """A random-initialised Llama in eval mode (float32); ``config`` overrides ``LlamaConfig`` fields."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -87,4 +92,6 @@ def tiny_llama(
         eos_token_id=eos_token_id,
         pad_token_id=0,
     )
+    for key, value in config.items():
+        setattr(cfg, key, value)
     return LlamaForCausalLM(cfg).eval()

@@ -182,25 +182,12 @@ def test_a_template_that_drops_the_role_or_is_missing(tokenizer):
 
 # ---- through a backend ------------------------------------------------------------------------------
 def test_hf_backend_generates_from_a_next_turn_prompt(tokenizer):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from inference.backends.hf import HFBackend
     from inference.sampling import SamplingParams
+    from tests.inference_helpers import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    backend = HFBackend(LlamaForCausalLM(config), tokenizer, model_id="tiny")
+    model = tiny_llama(len(tokenizer), hidden=32, eos_token_id=tokenizer.eos_token_id)
+    backend = HFBackend(model, tokenizer, model_id="tiny")
     prompt = NextTurn(HISTORY, "user")
     assert backend.encode(prompt) == encode_next_turn(tokenizer, HISTORY, "user")
     (group,) = backend.generate([prompt], SamplingParams(max_new_tokens=3, temperature=1.0, seed=1))

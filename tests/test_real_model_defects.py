@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from datamodules.base import fingerprint
 from datamodules.chat import ChatDataModule
 from datamodules.preference import PreferenceDataModule
 from tests.helpers import FAST, ROOT, compose_cfg
+from tests.inference_helpers import tiny_llama
 from tests.probes import RECORDED
 from train import train
 
@@ -138,22 +138,17 @@ def test_preference_data_with_a_4kb_template(tmp_path, long_template_tokenizer):
 def dropout_hf_dir(tmp_path_factory) -> Path:
     """A tiny saved Llama whose config asks for attention dropout (as many real configs do)."""
     tok = AutoTokenizer.from_pretrained(str(ROOT / "assets" / "tokenizer"))
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        attention_dropout=0.5,
-        bos_token_id=tok.bos_token_id,
+    model = tiny_llama(
+        len(tok),
+        hidden=32,
         eos_token_id=tok.eos_token_id,
+        attention_dropout=0.5,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
         pad_token_id=tok.pad_token_id,
     )
     out = tmp_path_factory.mktemp("dropout_hf")
-    LlamaForCausalLM(config).save_pretrained(out)
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
 

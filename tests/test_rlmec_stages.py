@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import torch
 
 from datamodules.rlmec import validate_record
 from evaluation.reasoning.prompts import PromptSettings
@@ -27,6 +26,7 @@ from stages.rlmec.rl_data import build_rl_records, tokenizer_mismatch
 from stages.rlmec.sample import load_problems, sample_problems
 from stages.rlmec.token_scoring import TeacherForcedScorer, cached_scorer
 from tests.fake_backends import ScriptedBackend, last_content
+from tests.inference_helpers import tiny_llama
 from utils.errors import DataError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,19 +207,7 @@ def test_grm_with_another_tokenizer_is_refused(tokenizer):
 
 
 def _tiny_model(tokenizer, seed: int):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(len(tokenizer), seed, hidden=32)
 
 
 class FailingScorer(TeacherForcedScorer):

@@ -19,6 +19,7 @@ from stages.rlmec.records import BadRecords, problem_from_dict
 from stages.rlmec.rl_data import build_rl_records
 from stages.rlmec.steps import rewrite_messages
 from stages.rlmec.token_scoring import TeacherForcedScorer, cached_scorer, encode_prompt_ids
+from tests.inference_helpers import tiny_llama
 
 CHATML = (
     "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
@@ -27,19 +28,7 @@ CHATML = (
 
 
 def _tiny(tokenizer, seed):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(len(tokenizer), seed, hidden=32)
 
 
 def _chatml(tokenizer):

@@ -102,21 +102,11 @@ def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_hf_dir):
 def test_head_on_counted_positions_only_gives_the_full_logits_loss(tokenizer):
     """SFT training runs the LM head on the counted positions only (``labelled_logits``); its loss, token
     count and hits equal the full-logits ``masked_causal_lm_loss``."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from lightning_modules.components.logprobs import labelled_logits
     from lightning_modules.losses.sft import selected_tokens_loss
+    from tests.inference_helpers import tiny_llama
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(len(tokenizer), seed=0, hidden=32)
     ids = torch.randint(0, len(tokenizer), (3, 12))
     labels = ids.clone()
     labels[0, :5] = -100
