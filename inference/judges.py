@@ -19,6 +19,7 @@ read as 0 or as "no".
 from __future__ import annotations
 
 import re
+from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,7 +105,7 @@ def mean_score(verdicts: Sequence[Verdict]) -> tuple[float | None, int]:
     return (sum(scores) / len(scores) if scores else None), failed
 
 
-class Judge:
+class Judge(ABC):
     """Sends prompts to a generator and parses each reply with :meth:`parse`.
 
     Attributes:
@@ -118,8 +119,9 @@ class Judge:
         self.generator = generator
         self.counts: Counter = Counter(judged=0, unparseable=0)
 
+    @abstractmethod
     def parse(self, text: str) -> float | bool | None:
-        raise NotImplementedError
+        """The verdict in ``text``, or None when there is none (a failure)."""
 
     def __call__(self, prompts: Sequence[Prompt]) -> list[Verdict]:
         """One verdict per prompt, in order."""
