@@ -15,7 +15,8 @@ def last_content(prompt: Prompt) -> str:
 
 
 class ScriptedBackend(GenerationBackend):
-    """``reply(prompt) -> text`` for every prompt; ``calls`` holds the prompts of each ``generate`` call."""
+    """``reply(prompt) -> text`` (or ``(text, finish_reason)``) for every prompt; ``calls`` holds the prompts
+    of each ``generate`` call."""
 
     def __init__(self, reply: Callable[[Prompt], str], model_id: str = "scripted") -> None:
         self.reply = reply
@@ -28,7 +29,14 @@ class ScriptedBackend(GenerationBackend):
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
         self.calls.append(list(prompts))
-        return [
-            [Completion(text=self.reply(p), prompt_tokens=1, completion_tokens=1) for _ in range(params.n)]
-            for p in prompts
-        ]
+        out = []
+        for p in prompts:
+            reply = self.reply(p)
+            text, finish = reply if isinstance(reply, tuple) else (reply, "eos")
+            out.append(
+                [
+                    Completion(text=text, prompt_tokens=1, completion_tokens=1, finish_reason=finish)
+                    for _ in range(params.n)
+                ]
+            )
+        return out

@@ -7,28 +7,13 @@ import json
 
 import pytest
 
-from inference.backends.base import Completion, GenerationBackend
 from inference.chat import NextTurn
 from inference.generation_cache import CachedGenerator
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
 from stages.parrot_rollout.filters import RolloutFilters
 from stages.parrot_rollout.rollout import Session, roll_out, swapped_roles
-
-
-class Scripted(GenerationBackend):
-    """Replies ``script(prompt) -> (text, finish_reason)``; records every call's prompts."""
-
-    def __init__(self, script, model_id: str) -> None:
-        self.script, self.model_id, self.calls = script, model_id, []
-
-    def generate(self, prompts, params: SamplingParams):
-        self.calls.append(list(prompts))
-        out = []
-        for p in prompts:
-            text, finish = self.script(p)
-            out.append([Completion(text=text, prompt_tokens=1, completion_tokens=1, finish_reason=finish)])
-        return out
+from tests.fake_backends import ScriptedBackend
 
 
 def history_of(prompt):
@@ -56,7 +41,7 @@ def ask_script(prompt):
 
 
 def gens(answer=answer_script, ask=ask_script, cache=None):
-    a, q = Scripted(answer, "answer-m"), Scripted(ask, "ask-m")
+    a, q = ScriptedBackend(answer, "answer-m"), ScriptedBackend(ask, "ask-m")
     params = SamplingParams(temperature=0.0, max_new_tokens=16)
     return a, q, CachedGenerator(a, params, cache, kind="ans"), CachedGenerator(q, params, cache, kind="ask")
 
