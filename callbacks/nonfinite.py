@@ -52,7 +52,7 @@ class NonFiniteGuard(L.Callback):
             raise ValueError(f"nonfinite={policy!r} must be one of {POLICIES}")
         self.policy = policy
         self.skipped_steps: list[int] = []
-        self._bad_loss: float | None = None
+        self._losses: list[torch.Tensor] = []  # this optimizer step's (micro-batch) losses
 
     @property
     def skipped(self) -> int:
@@ -61,17 +61,18 @@ class NonFiniteGuard(L.Callback):
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
-        if self._bad_loss is None and not torch.isfinite(loss.detach()).all():
-            self._bad_loss = float(loss.detach().float().sum())
+        # Kept, not checked here: a check is a host-device sync, and one per step (below) covers all.
+        self._losses.append(loss.detach())
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        bad_loss, self._bad_loss = self._bad_loss, None
+        losses, self._losses = self._losses, []
         params = [p for p in pl_module.parameters() if p.grad is not None]
-        bad = agreed(trainer, bad_loss is not None or not all_finite([p.grad for p in params]))
+        bad = agreed(trainer, not all_finite([*losses, *(p.grad for p in params)]))
         if not bad:
             return
+        bad_loss = next((float(x.float().sum()) for x in losses if not torch.isfinite(x).all()), None)
         step = trainer.global_step
         what = f"loss {bad_loss}" if bad_loss is not None else "gradients (the loss was finite)"
         if self.policy == "stop":
