@@ -35,6 +35,12 @@ def log_suffix() -> str:
     return f".{label}" if label else ""
 
 
+def gpus_per_node(accelerator: str, devices: int) -> int | None:
+    """``hydra.launcher.gpus_per_node`` of ``hydra/launcher=slurm``: one GPU per device unless the
+    trainer runs on CPUs (then none is requested)."""
+    return None if str(accelerator) == "cpu" else int(devices)
+
+
 def product(*values: int) -> int:
     """``${quartet_product:a,b}``: a × b (e.g. data-parallel size = devices × nodes)."""
     out = 1
@@ -49,6 +55,7 @@ def register_resolvers() -> None:
         ("quartet_config_subdir", config_subdir),
         ("quartet_product", product),
         ("quartet_log_suffix", log_suffix),
+        ("quartet_gpus_per_node", gpus_per_node),
     )
     for name, fn in resolvers:
         if not OmegaConf.has_resolver(name):
