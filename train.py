@@ -36,6 +36,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from utils.config_validation import validate_train_config
+    from utils.launch_env import is_rank_zero
     from utils.run_folder import resolve_ckpt_path
     from utils.run_lock import RunFolderLock
     from utils.temp_files import remove_stale_temp_files
@@ -44,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+    rank0 = is_rank_zero()  # torchrun/srun ranks included (utils.launch_env)
     if rank0:  # tokenisation leftovers of a killed run (a live writer keeps its file open)
         remove_stale_temp_files(cfg.data.get("cache_dir"), ["tmp*"], min_age_s=60)
     # Read and validate the data before anything is written to the run folder.
@@ -74,6 +75,7 @@ def _fit(
     from callbacks.nonfinite import NonFiniteGuard
     from callbacks.preemption import GracefulInterrupt
     from callbacks.run_summary import RunSummary, write_summary_json
+    from callbacks.same_run_folder import SameRunFolder
     from utils.errors import NonFiniteLossError, TrainingInterrupted
     from utils.rich_config import print_and_save_config
     from utils.run_folder import check_folder_reuse
@@ -90,7 +92,7 @@ def _fit(
     ]
     summary = RunSummary()
     guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
-    callbacks += [summary, guard, TrimCSVOnResume()]
+    callbacks += [SameRunFolder(output_dir), summary, guard, TrimCSVOnResume()]
     exporter = HFExport(output_dir / "hf_model") if cfg.get("export") else None
     if exporter:
         callbacks.append(exporter)

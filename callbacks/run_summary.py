@@ -113,5 +113,20 @@ def write_summary_json(
             },
             "hf_model": str(exporter.exported) if exporter and exporter.exported else None,
             "output_dir": str(output_dir),
+            "launch": launch_record(trainer),
         },
     )
+
+
+def launch_record(trainer: L.Trainer) -> dict[str, Any]:
+    """How the ranks were started: the launcher (``lightning``, ``torchrun`` or ``slurm``), Lightning's
+    cluster environment, and the world (nodes × processes per node)."""
+    from utils.launch_env import external_launcher
+
+    env = trainer._accelerator_connector.cluster_environment
+    return {
+        "launcher": external_launcher() or "lightning",
+        "cluster_environment": type(env).__name__,
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
+    }

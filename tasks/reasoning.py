@@ -10,11 +10,12 @@ ReasoningEvalModule`) so ``trainer=ddp`` spreads the questions over devices. :fu
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from utils.launch_env import is_rank_zero
 
 log = logging.getLogger("quartet.eval")
 REQUIRED = ("backend", "task", "method", "data", "prompt", "trainer", "paths")
@@ -129,8 +130,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         cache_dir=cfg.get("cache_dir"),
         order=datamodule.question_ids,
     )
-    rank0 = int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-    if cfg.get("print_config", True) and rank0:
+    if cfg.get("print_config", True) and is_rank_zero():
         keys = [k for k in cfg if k != "model" or cfg.backend.name == "hf"]
         print_and_save_config(OmegaConf.masked_copy(cfg, keys), output_dir / "config_tree.log")
     callbacks = [QuestionProgress()] if cfg.get("progress", True) else []

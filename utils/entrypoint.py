@@ -35,12 +35,27 @@ def run_cli(main: Callable[[], Any]) -> None:
         raise
 
 
+def _check_shared_run_dir(cfg: DictConfig) -> None:
+    """torchrun/srun ranks must agree on the run folder (``utils.launch_env.check_shared_run_dir``)."""
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from utils.launch_env import check_shared_run_dir
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.RUN:  # a multirun's sweep folder is resolved once, by the launcher
+        return
+    raw = OmegaConf.to_container(hydra_cfg.run, resolve=False).get("dir")
+    check_shared_run_dir(str(raw) if raw is not None else None, cfg.get("resume_dir"))
+
+
 def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
     """Run ``fn(cfg)``; turn user errors into one ``error:`` line and their exit status (2 for bad
     input, 1 for a non-finite loss, 128+signal for an interrupt); return the optimized metric."""
     global _TASK_STARTED
     _TASK_STARTED = True
     try:
+        _check_shared_run_dir(cfg)
         if cfg.get("resume_dir"):
             cfg = load_resume_config(cfg, list(HydraConfig.get().overrides.task))
         metrics = fn(cfg)
