@@ -117,7 +117,8 @@ def vllm_server(real_model_dir, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("vllm_serve") / "serve.log"
     cmd = [
-        str(vllm_bin("vllm")),
+        str(vllm_bin("python")),
+        str(ROOT / "scripts" / "vllm_cli.py"),  # `vllm serve`; the wheel's own `vllm` script can't start
         "serve",
         str(real_model_dir),
         "--host",
