@@ -96,7 +96,7 @@ class VLLMBackend(GenerationBackend):
         for out in outputs:
             n_prompt = len(out.prompt_token_ids or [])
             group = []
-            for o in sorted(out.outputs, key=lambda o: o.index):
+            for o in out.outputs:  # in index order: vLLM places each of the n outputs at its index
                 text, hit = truncate_at_stop(o.text, params.stop)
                 group.append(Completion(text, n_prompt, len(o.token_ids), self.finish_reason(o, hit)))
             results.append(group)
