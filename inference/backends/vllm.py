@@ -10,8 +10,8 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from inference.backends.base import Completion, GenerationBackend, Prompt, is_chat_prompt
-from inference.chat import NextTurn, render_prompt
+from inference.backends.base import Completion, GenerationBackend, Prompt
+from inference.chat import NextTurn, encode_prompt
 from inference.sampling import SamplingParams
 from inference.stopping import truncate_at_stop
 
@@ -67,25 +67,41 @@ class VLLMBackend(GenerationBackend):
             ignore_eos=params.ignore_eos,
         )
 
+    def encode(self, prompt: Prompt | NextTurn) -> list[int]:
+        """Token ids of a prompt, exactly as the HF backend encodes it (:func:`inference.chat.encode_prompt`:
+        the chat template for message lists and :class:`NextTurn`, the tokenizer's special tokens for raw
+        strings)."""
+        return encode_prompt(self.tokenizer, prompt)
+
+    @staticmethod
+    def finish_reason(output: Any, stop_hit: bool) -> str:
+        """Quartet's finish reason of one vLLM ``CompletionOutput``.
+
+        vLLM says ``"stop"`` both for a stop string (``stop_reason`` is that string) and for an end token
+        (``stop_reason`` is ``None`` for the tokenizer's EOS, or the token id for the generation config's
+        other end tokens); ``"length"`` when ``max_tokens`` ran out.
+        """
+        if stop_hit or isinstance(output.stop_reason, str):
+            return "stop"
+        if output.finish_reason == "stop":
+            return "eos"
+        return "length"
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Completion]]:
-        inputs: list[dict[str, Any]] = []
-        for p in prompts:
-            if isinstance(p, NextTurn) or is_chat_prompt(p):
-                # The rendered template already holds BOS etc.: send ids so none are added twice.
-                ids = self.tokenizer(render_prompt(self.tokenizer, p)[0], add_special_tokens=False)
-                inputs.append({"prompt_token_ids": list(ids["input_ids"])})
-            else:
-                inputs.append({"prompt": p})
+        # Every prompt goes as token ids, so vLLM adds nothing (no second BOS after a rendered template) and
+        # both backends feed the model the same tokens.
+        inputs = [{"prompt_token_ids": self.encode(p)} for p in prompts]
         outputs = self.llm.generate(inputs, self.to_vllm_params(params), use_tqdm=False)
         results: list[list[Completion]] = []
         for out in outputs:
             n_prompt = len(out.prompt_token_ids or [])
             group = []
-            for o in out.outputs:
+            for o in out.outputs:  # in index order: vLLM places each of the n outputs at its index
                 text, hit = truncate_at_stop(o.text, params.stop)
-                reason = "stop" if hit or o.finish_reason == "stop" else "length"
-                if o.finish_reason == "stop" and o.stop_reason is None:
-                    reason = "eos"
-                group.append(Completion(text, n_prompt, len(o.token_ids), reason))
+                group.append(Completion(text, n_prompt, len(o.token_ids), self.finish_reason(o, hit)))
             results.append(group)
         return results
+
+    def close(self) -> None:
+        """Drop the engine (its worker process exits with it)."""
+        self.__dict__.pop("llm", None)
