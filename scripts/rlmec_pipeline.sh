@@ -15,7 +15,8 @@
 #
 # Usage: [SIZE=tiny|hf] [POLICY=dir] [PROBLEMS=400] [SEEDS="1 2"] [BASELINES=1] [TEACHER='...']
 #        [TRAIN_DATA=file.jsonl] [EVAL_DATA=file.jsonl] [TRAIN_ARGS='...'] scripts/rlmec_pipeline.sh [OUT_DIR]
-# TRAIN_ARGS are extra train.py overrides for steps 4 and 7 (e.g. 'debug=smoke' for a quick check).
+# TRAIN_ARGS are extra train.py overrides for steps 4 and 7 (a quick check of a real model:
+# TRAIN_ARGS='debug=smoke callbacks=none data.max_length=1024').
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
@@ -44,7 +45,7 @@ step() { echo "== $*"; }
 train() {  # train NAME [overrides...]: skipped when OUT/NAME/hf_model exists
   local name="$1"; shift
   if [[ ! -f "$OUT/$name/hf_model/config.json" ]]; then
-    "$PY" train.py "$@" callbacks=minimal logger=csv export=true hydra.run.dir="$OUT/$name"
+    "$PY" train.py callbacks=minimal logger=csv "$@" export=true hydra.run.dir="$OUT/$name"
   fi
 }
 evaluate() {  # evaluate NAME MODEL_DIR: greedy CoT accuracy on EVAL_DATA
