@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import DataError
+from utils.text_files import iter_lines, read_text
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -56,17 +57,16 @@ def read_records(path: str | Path, split: str = "train", hf_name: str | None = N
 
 def _read_jsonl(p: Path) -> list[Record]:
     out = []
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{i}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
-            out.append(Record(obj, str(p), i))
+    for i, line in iter_lines(p):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{i}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(obj, str(p), i))
     if not out:
         raise DataError(f"{p}: the file holds no records")
     return out
@@ -74,7 +74,7 @@ def _read_jsonl(p: Path) -> list[Record]:
 
 def _read_json(p: Path) -> list[Record]:
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        obj = json.loads(read_text(p))
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
     if isinstance(obj, dict):
