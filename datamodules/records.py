@@ -31,10 +31,13 @@ class Record:
         return f"{self.source}:{self.line}"
 
 
-def read_records(path: str | Path, split: str = "train", hf_name: str | None = None) -> list[Record]:
+def read_records(
+    path: str | Path, split: str = "train", hf_name: str | None = None, key: str = "data.path"
+) -> list[Record]:
     """Load records from a file, a ``datasets.save_to_disk`` folder or an HF hub dataset name.
 
-    Raises ``DataError`` naming the file (and line, for JSONL) on a missing file or malformed JSON.
+    Raises ``DataError`` naming the file (and line, for JSONL) on a missing file or malformed JSON;
+    ``key`` is the config key the path came from (named in the not-found message).
     """
     p = Path(path)
     if p.is_file():
@@ -49,9 +52,7 @@ def read_records(path: str | Path, split: str = "train", hf_name: str | None = N
         return _from_rows(_read_saved_dataset(p, split), str(p))
     looks_like_path = p.suffix in FILE_SUFFIXES or str(path).startswith((".", "/", "~"))
     if looks_like_path or hf_name is None and "/" not in str(path):
-        raise DataError(
-            f"{path}: data file not found (set data.path to an existing .jsonl/.json/.parquet file)"
-        )
+        raise DataError(f"{path}: data file not found (set {key} to an existing .jsonl/.json/.parquet file)")
     return _from_rows(_load_hub_dataset(str(path), split), str(path))
 
 
