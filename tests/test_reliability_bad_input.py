@@ -46,6 +46,7 @@ pytestmark = pytest.mark.reliability
 ENTRIES = {"train": train_entry, "eval": eval_entry, "generate": generate_entry}
 TINY = ["model=tiny", "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=2"]
 QUIET = [*FAST, "logger=csv"]
+NEW_FILES_ALLOWED = r"\.hydra/(rerun|resume)-[\d_-]+/\w+\.yaml|[\w.-]+\.log"
 LATIN1 = "caf\xe9".encode("latin-1")  # b"caf\xe9": not UTF-8
 
 
@@ -116,7 +117,7 @@ CASES: list[Case] = [
          "model.model.layers.2.self_attn.q_proj.weight is in the model but not in the checkpoint "
          "(config changed since the checkpoint: model.num_layers: 2 -> 3)"),
     # --- train.py, run folders -------------------------------------------------------------------
-    case("finished-folder-reused", "train", "sft", [*SFT], "already holds a finished run (summary.json)"),
+    case("finished-folder-reused", "train", "sft", [*SFT, "data.path={chat}"], "already holds a finished run (summary.json)"),
     case("resume-dir-not-a-run", "train", "sft", ["resume_dir={files}"], "not a Quartet run folder"),
     case("resume-dir-group-change", "train", "sft", ["resume_dir={run}", "trainer=ddp"],
          "config groups can't change on resume_dir"),
@@ -254,7 +255,8 @@ def _sharded(folder: Path, cut_shard: bool) -> None:
 
 
 def _finished(folder: Path, argv: list[str]) -> Path:
-    assert invoke("train", [*argv, f"hydra.run.dir={folder}"]).code == 0, folder.name
+    result = invoke("train", [*argv, "trainer.num_sanity_val_steps=0", f"hydra.run.dir={folder}"])
+    assert result.code == 0, folder.name
     assert (folder / "summary.json").is_file() and (folder / "checkpoints" / "last.ckpt").is_file()
     return folder
 
@@ -296,9 +298,12 @@ def runs(tmp_path_factory, files, tokenizer) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def protected(runs) -> dict[str, dict[str, str]]:
-    """sha256 of every file of each finished run, as the run left it."""
-    return {name: snapshot(folder) for name, folder in runs.items()}
+def protected(runs, files) -> dict[str, dict[str, str]]:
+    """sha256 of every file of each finished run (and of the cut-short copy), as first written."""
+    return {
+        "cut_run": snapshot(files / "cut_run"),
+        **{name: snapshot(folder) for name, folder in runs.items()},
+    }
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])
@@ -306,13 +311,14 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
     c: Case, runs, protected, files, tokenizer, capfd
 ):
     run = runs[c.run]
-    argv = [a.format(run=run, files=files, sft=runs["sft"], vocab=len(tokenizer)) for a in c.argv]
+    names = {"run": run, "files": files, "sft": runs["sft"], "chat": runs["sft"].parent / "chat.jsonl"}
+    argv = [a.format(**names) for a in c.argv]
     if not any(a.startswith(("hydra.run.dir=", "resume_dir=")) for a in argv):
         argv.append(f"hydra.run.dir={run}")
-    cut_run = files / "cut_run"
-    before, cut_before = snapshot(run), snapshot(cut_run)
+    watched = {c.run: run, "cut_run": files / "cut_run"}
+    before = {name: snapshot(folder) for name, folder in watched.items()}
     result = invoke(c.entry, argv, capfd)
-    after, cut_after = snapshot(run), snapshot(cut_run)
+    after = {name: snapshot(folder) for name, folder in watched.items()}
 
     expected = c.expected.format(vocab=len(tokenizer))
     errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]
@@ -321,15 +327,15 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
     assert expected in errors[0], errors[0]
     assert "Traceback" not in result.err and "Traceback" not in result.out
     assert "hint:" not in result.err
-    # The finished run's files (its own log included) are byte-identical; so is the cut-short run.
-    assert {k: after.get(k) for k in protected[c.run]} == protected[c.run], "an earlier output changed"
-    assert cut_after == cut_before
-    # The only new files: Hydra's record of the command (.hydra/<rerun|resume>-<time>/) and the job
-    # log Hydra opens for the command's own task name (e.g. eval.log).
-    added = sorted(set(after) - set(before))
-    assert all(re.fullmatch(r"\.hydra/(rerun|resume)-[\d_-]+/\w+\.yaml|[\w.-]+\.log", a) for a in added), (
-        added
-    )
+    for name in watched:
+        # Every file of the earlier run (its own log included) is byte-identical.
+        assert {k: after[name].get(k) for k in protected[name]} == protected[name], (
+            f"{name}: an output changed"
+        )
+        # The only new files: Hydra's record of the command (.hydra/<rerun|resume>-<time>/) and the
+        # job log Hydra opens for the command's own task name (e.g. eval.log).
+        added = sorted(set(after[name]) - set(before[name]))
+        assert all(re.fullmatch(NEW_FILES_ALLOWED, a) for a in added), (name, added)
 
 
 def test_the_corpus_has_at_least_30_cases_over_every_entry_point_and_module():
