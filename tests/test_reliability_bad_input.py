@@ -15,6 +15,8 @@ Case families (see ``CASES``):
 - run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder,
   ``hydra.run.dir`` under a path that is a file.
 
+42 cases: train.py 35 (SFT 25, CaPO 3, Top-P MoE 4, RLMEC 3), eval.py 3, generate.py 4.
+
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
 ``python train.py ...`` runs them), so the corpus costs one import of Lightning, not one per case.
 The finished runs (SFT, CaPO, Top-P MoE, RLMEC: two steps each) are made once per module of tests.
