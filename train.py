@@ -35,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from utils.checkpoint_check import check_checkpoint_file, check_checkpoint_fits
     from utils.config_validation import validate_train_config
     from utils.launch_env import is_rank_zero
     from utils.run_folder import resolve_ckpt_path
@@ -44,7 +45,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     validate_train_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
-    L.seed_everything(cfg.seed, workers=True)
+    # A truncated/corrupt checkpoint or one of another model shape fails here, not mid-fit.
+    checkpoint = check_checkpoint_file(ckpt_path)
+    if checkpoint is not None:
+        check_checkpoint_fits(str(ckpt_path), checkpoint, cfg.module.get("model"))
+        del checkpoint
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # (nothing logged before bad input fails)
     rank0 = is_rank_zero()  # torchrun/srun ranks included (utils.launch_env)
     if rank0:  # tokenisation leftovers of a killed run (a live writer keeps its file open)
         remove_stale_temp_files(cfg.data.get("cache_dir"), ["tmp*"], min_age_s=60)

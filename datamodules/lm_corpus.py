@@ -18,6 +18,7 @@ from datamodules.collate import PadCollator
 from datamodules.records import read_records
 from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
+from utils.text_files import read_text
 
 
 def read_documents(
@@ -28,7 +29,7 @@ def read_documents(
     if p.suffix == ".txt":
         if not p.is_file():
             raise DataError(f"{p}: corpus file not found")
-        text = p.read_text(encoding="utf-8")
+        text = read_text(p)
         docs = [ln for ln in text.splitlines() if ln.strip()] if doc_per_line else [text]
     else:
         docs = []

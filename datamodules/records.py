@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import DataError
+from utils.text_files import iter_lines, read_text
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -30,10 +31,13 @@ class Record:
         return f"{self.source}:{self.line}"
 
 
-def read_records(path: str | Path, split: str = "train", hf_name: str | None = None) -> list[Record]:
+def read_records(
+    path: str | Path, split: str = "train", hf_name: str | None = None, key: str = "data.path"
+) -> list[Record]:
     """Load records from a file, a ``datasets.save_to_disk`` folder or an HF hub dataset name.
 
-    Raises ``DataError`` naming the file (and line, for JSONL) on a missing file or malformed JSON.
+    Raises ``DataError`` naming the file (and line, for JSONL) on a missing file or malformed JSON;
+    ``key`` is the config key the path came from (named in the not-found message).
     """
     p = Path(path)
     if p.is_file():
@@ -48,25 +52,22 @@ def read_records(path: str | Path, split: str = "train", hf_name: str | None = N
         return _from_rows(_read_saved_dataset(p, split), str(p))
     looks_like_path = p.suffix in FILE_SUFFIXES or str(path).startswith((".", "/", "~"))
     if looks_like_path or hf_name is None and "/" not in str(path):
-        raise DataError(
-            f"{path}: data file not found (set data.path to an existing .jsonl/.json/.parquet file)"
-        )
+        raise DataError(f"{path}: data file not found (set {key} to an existing .jsonl/.json/.parquet file)")
     return _from_rows(_load_hub_dataset(str(path), split), str(path))
 
 
 def _read_jsonl(p: Path) -> list[Record]:
     out = []
-    with p.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{i}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
-            out.append(Record(obj, str(p), i))
+    for i, line in iter_lines(p):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{i}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
+        out.append(Record(obj, str(p), i))
     if not out:
         raise DataError(f"{p}: the file holds no records")
     return out
@@ -74,7 +75,7 @@ def _read_jsonl(p: Path) -> list[Record]:
 
 def _read_json(p: Path) -> list[Record]:
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        obj = json.loads(read_text(p))
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
     if isinstance(obj, dict):

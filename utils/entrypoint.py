@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
@@ -18,6 +18,7 @@ log = logging.getLogger("quartet")
 
 
 _TASK_STARTED = False
+_ERROR_REPORTED = False
 CONFIG_HINT = (
     "hint: `python {script} --help` lists the config groups and their options; "
     "use +key=value to add a key the config does not have, and check the spelling of group and key names."
@@ -27,10 +28,12 @@ CONFIG_HINT = (
 def run_cli(main: Callable[[], Any]) -> None:
     """Call a ``@hydra.main`` function; when Hydra rejects the command line (unknown group, option or
     key), add a hint after Hydra's own message."""
+    global _TASK_STARTED, _ERROR_REPORTED
+    _TASK_STARTED = _ERROR_REPORTED = False
     try:
         main()
     except SystemExit as e:
-        if e.code not in (0, None) and not _TASK_STARTED:
+        if e.code not in (0, None) and not _TASK_STARTED and not _ERROR_REPORTED:
             print(CONFIG_HINT.format(script=sys.argv[0]), file=sys.stderr)
         raise
 
@@ -49,6 +52,14 @@ def _check_shared_run_dir(cfg: DictConfig) -> None:
     check_shared_run_dir(str(raw) if raw is not None else None, cfg.get("resume_dir"))
 
 
+def exit_with_error(message: str, exit_code: int = 2) -> NoReturn:
+    """Print ``error: <message>`` as the one line on stderr and exit with ``exit_code``."""
+    global _ERROR_REPORTED
+    _ERROR_REPORTED = True
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(exit_code)
+
+
 def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
     """Run ``fn(cfg)``; turn user errors into one ``error:`` line and their exit status (2 for bad
     input, 1 for a non-finite loss, 128+signal for an interrupt); return the optimized metric."""
@@ -60,13 +71,11 @@ def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> flo
             cfg = load_resume_config(cfg, list(HydraConfig.get().overrides.task))
         metrics = fn(cfg)
     except QuartetError as e:
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(e.exit_code)
+        exit_with_error(str(e), e.exit_code)
     except InstantiationException as e:  # a QuartetError raised by a config's _target_ (e.g. ConfigError)
         if not isinstance(e.__cause__, QuartetError):
             raise
-        print(f"error: {e.__cause__}", file=sys.stderr, flush=True)
-        sys.exit(e.__cause__.exit_code)
+        exit_with_error(str(e.__cause__), e.__cause__.exit_code)
     name = cfg.get("optimized_metric")
     if not name:
         return None

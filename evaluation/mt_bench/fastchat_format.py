@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import QuartetError
+from utils.text_files import iter_lines
 
 
 @dataclass
@@ -48,18 +49,17 @@ def _jsonl_rows(path: str | Path) -> Iterable[tuple[str, dict[str, Any]]]:
     p = Path(path)
     if not p.is_file():
         raise QuartetError(f"{p}: no such file")
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{p}:{n}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise QuartetError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise QuartetError(f"{where}: expected a JSON object")
-            yield where, row
+    for n, line in iter_lines(p):
+        if not line.strip():
+            continue
+        where = f"{p}:{n}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QuartetError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise QuartetError(f"{where}: expected a JSON object")
+        yield where, row
 
 
 def _str_list(value: Any, where: str, name: str) -> list[str]:

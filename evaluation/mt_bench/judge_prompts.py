@@ -21,6 +21,7 @@ from pathlib import Path
 
 from evaluation.mt_bench.temperatures import REFERENCE_CATEGORIES
 from utils.errors import QuartetError
+from utils.text_files import iter_lines
 
 _SYSTEM = (
     "You are an impartial judge of an AI assistant's replies in a conversation with a user. Grade only "
@@ -68,7 +69,7 @@ def load_judge_prompts(path: str | Path | None) -> dict[str, JudgePrompt]:
     p = Path(path)
     if not p.is_file():
         raise QuartetError(f"task.judge_prompts={p}: no such file")
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in iter_lines(p):
         if not line.strip():
             continue
         try:

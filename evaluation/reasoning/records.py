@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.extraction import ANSWER_TYPES, choice_letters, normalize_answer, normalize_number
+from utils.text_files import iter_lines
 
 _CALC = re.compile(r"<<[^<>]*>>")
 
@@ -135,16 +136,13 @@ def _rows(path: Path) -> Iterable[tuple[int, Any]]:
         for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
             yield i, row
         return
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield i, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ReasoningDataError(
-                    f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})"
-                ) from None
+    for i, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield i, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReasoningDataError(f"{path}:{i}: malformed JSON ({e.msg} at column {e.colno})") from None
 
 
 def load_reasoning_records(

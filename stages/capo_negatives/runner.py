@@ -202,7 +202,7 @@ def load_dialogues(
 ) -> list[tuple[str, str, list]]:
     """``(id, location, messages)`` per dialogue; the id is the record's ``id`` or its location."""
     out = []
-    for record in read_records(path, split=split):
+    for record in read_records(path, split=split, key="stage.input"):
         try:
             messages = normalise_messages(record)
         except DataError:

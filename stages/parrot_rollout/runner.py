@@ -50,7 +50,7 @@ def seed_session(record: Record, index: int, keep_system: bool) -> Session:
 
 
 def load_seeds(path: str, split: str, keep_system: bool, limit: int | None) -> list[Session]:
-    records = read_records(path, split=split)
+    records = read_records(path, split=split, key="stage.input")
     if limit:
         records = records[: int(limit)]
     sessions = [seed_session(r, i, keep_system) for i, r in enumerate(records)]

@@ -91,7 +91,7 @@ def iter_checked(
     path: str, required: Sequence[str], bad: BadRecords
 ) -> Iterable[tuple[str, dict[str, Any], ReasoningRecord]]:
     """``(file:line, record, its problem)`` for every usable record of a stage file."""
-    for raw in read_records(path):
+    for raw in read_records(path, key="stage.input"):
         try:
             data = raw.data
             missing = [k for k in required if k not in data]

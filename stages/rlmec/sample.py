@@ -36,7 +36,7 @@ STAGE = "rlmec_sample"
 def load_problems(path: str, bad: BadRecords, limit: int | None = None) -> list[tuple[dict, ReasoningRecord]]:
     """``(raw record, parsed problem)`` for the usable problems of ``path`` (first ``limit``)."""
     out = []
-    for raw in read_records(path):
+    for raw in read_records(path, key="stage.input"):
         if limit is not None and len(out) >= limit:
             break
         default_id = raw.location.rsplit("/", 1)[-1]

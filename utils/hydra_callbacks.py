@@ -1,0 +1,43 @@
+"""Hydra callbacks of the Quartet entry points (registered in ``conf/hydra/default.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+
+def blocking_file(folder: str | Path) -> Path | None:
+    """The existing file (not a folder) on the way to ``folder``, which would make creating it fail."""
+    p = Path(folder).expanduser().absolute()
+    for candidate in (p, *p.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def _check(config: DictConfig, key: str) -> None:
+    from utils.entrypoint import exit_with_error
+
+    try:
+        folder = OmegaConf.select(config, key, throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - an unresolvable folder is left to Hydra's own message
+        return
+    if not folder:
+        return
+    blocker = blocking_file(folder)
+    if blocker is not None:
+        exit_with_error(f"{key}={folder}: can't create the run folder: {blocker} is a file, not a folder")
+
+
+class RunDirCheck(Callback):
+    """Before Hydra creates the run folder (and fails with a traceback): a run or sweep folder under a
+    path that is a file is one ``error:`` line, exit status 2."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check(config, "hydra.sweep.dir")

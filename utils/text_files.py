@@ -1,0 +1,46 @@
+"""Read user text files as UTF-8; a byte that is not UTF-8 is one ``DataError`` naming file:line:column.
+
+Every reader of user data (JSONL/JSON records, FastChat questions and judge prompts, text corpora)
+goes through these two functions, so a file saved as Latin-1 or cp1252 is reported the same way
+everywhere instead of as a ``UnicodeDecodeError`` traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from utils.errors import DataError
+
+
+def _not_utf8(path: Path, line_no: int, line: bytes, error: UnicodeDecodeError) -> DataError:
+    column = len(line[: error.start].decode("utf-8", errors="replace")) + 1
+    return DataError(
+        f"{path}:{line_no}: not valid UTF-8 (byte 0x{line[error.start]:02x} at column {column}); "
+        "save the file as UTF-8"
+    )
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` for every line of ``path`` (1-based, line ends kept), decoded as UTF-8."""
+    p = Path(path)
+    with p.open("rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(p, line_no, raw, e) from None
+
+
+def read_text(path: str | Path) -> str:
+    """The whole of ``path`` decoded as UTF-8."""
+    p = Path(path)
+    data = p.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        start = data.rfind(b"\n", 0, e.start) + 1
+        end = data.find(b"\n", e.start)
+        line = data[start : end if end >= 0 else len(data)]
+        shifted = UnicodeDecodeError(e.encoding, line, e.start - start, e.end - start, e.reason)
+        raise _not_utf8(p, data.count(b"\n", 0, e.start) + 1, line, shifted) from None
