@@ -44,3 +44,17 @@ class TouchAtStep(L.Callback):
         if trainer.global_step >= self.step:
             self.path.touch()
             time.sleep(self.sleep)
+
+
+class StepProgress(L.Callback):
+    """Writes the number of finished optimizer steps to ``path`` at the start of every batch (so after
+    the previous step's checkpoints), then, from ``slow_from`` finished steps on, sleeps ``sleep``
+    seconds: a watcher can then signal the run mid-training, before it ends."""
+
+    def __init__(self, path: str, sleep: float = 0.0, slow_from: int = 0):
+        self.path, self.sleep, self.slow_from = Path(path), sleep, slow_from
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        self.path.write_text(str(trainer.global_step))
+        if trainer.global_step >= self.slow_from:
+            time.sleep(self.sleep)

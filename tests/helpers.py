@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -67,6 +70,56 @@ def run_script(
         timeout=timeout,
         env=full_env,
     )
+
+
+# What train.py imports, loaded once into the fork server of ``start_script`` (see there).
+SCRIPT_PRELOAD = [
+    "torch",
+    "lightning",
+    "transformers",
+    "datasets",
+    "hydra",
+    "train",
+    "tests.helpers",
+    "tests.hardening_helpers",
+    "lightning_modules.sft",
+    "lightning_modules.capo",
+    "lightning_modules.topp_moe",
+    "lightning_modules.rlmec",
+    "datamodules.chat",
+    "datamodules.preference",
+    "datamodules.lm_corpus",
+    "datamodules.rlmec",
+]
+
+
+def _script_main(script: str, args: list[str], log_prefix: str) -> None:
+    """Body of a ``start_script`` process: ``python <script> args``, with stdout/stderr to files."""
+    for fd, suffix in ((1, ".out"), (2, ".err")):
+        os.dup2(os.open(log_prefix + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+    os.environ.update({"QUARTET_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
+    os.environ.pop("SLURM_JOB_ID", None)
+    warnings.simplefilter("ignore")
+    torch.set_num_threads(1)  # as run_script and the pytest process: bitwise-comparable runs
+    os.chdir(ROOT)
+    sys.argv = [str(ROOT / script), *args]
+    runpy.run_path(str(ROOT / script), run_name="__main__")
+
+
+def start_script(script: str, args: list[str], log_prefix: Path) -> multiprocessing.process.BaseProcess:
+    """Start ``python <script> args`` as its own process and return it (``.pid``, ``.join()``,
+    ``.exitcode``: the script's exit status, or ``-signal`` when a signal killed it); its output goes to
+    ``<log_prefix>.out`` and ``.err``.
+
+    The process is forked from a fork server that has already imported torch, Lightning and the
+    project (``SCRIPT_PRELOAD``), then runs the script as ``__main__``: the same program as a fresh
+    ``python <script>`` (a real process, with its own signals and exit status) without paying the
+    ~10 s of imports each time, which is what lets the reliability suite kill dozens of runs."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(SCRIPT_PRELOAD)
+    proc = ctx.Process(target=_script_main, args=(script, list(args), str(log_prefix)), daemon=True)
+    proc.start()
+    return proc
 
 
 def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
