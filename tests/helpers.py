@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import multiprocessing
+import atexit
+import json
 import os
-import runpy
+import select
+import signal
 import subprocess
 import sys
-import warnings
+import time
 from pathlib import Path
 
 import lightning as L
@@ -72,54 +74,81 @@ def run_script(
     )
 
 
-# What train.py imports, loaded once into the fork server of ``start_script`` (see there).
-SCRIPT_PRELOAD = [
-    "torch",
-    "lightning",
-    "transformers",
-    "datasets",
-    "hydra",
-    "train",
-    "tests.helpers",
-    "tests.hardening_helpers",
-    "lightning_modules.sft",
-    "lightning_modules.capo",
-    "lightning_modules.topp_moe",
-    "lightning_modules.rlmec",
-    "datamodules.chat",
-    "datamodules.preference",
-    "datamodules.lm_corpus",
-    "datamodules.rlmec",
-]
+class _Replies:
+    """Lines from the fork server's stdout, read with a timeout (unbuffered, so ``select`` is exact)."""
+
+    def __init__(self, server: subprocess.Popen):
+        self.server, self.fd, self.buffer = server, server.stdout.fileno(), b""
+
+    def line(self, timeout: float | None) -> dict | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"the fork server stopped (exit {self.server.poll()})")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
 
 
-def _script_main(script: str, args: list[str], log_prefix: str) -> None:
-    """Body of a ``start_script`` process: ``python <script> args``, with stdout/stderr to files."""
-    for fd, suffix in ((1, ".out"), (2, ".err")):
-        os.dup2(os.open(log_prefix + suffix, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
-    os.environ.update({"QUARTET_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"})
-    os.environ.pop("SLURM_JOB_ID", None)
-    warnings.simplefilter("ignore")
-    torch.set_num_threads(1)  # as run_script and the pytest process: bitwise-comparable runs
-    os.chdir(ROOT)
-    sys.argv = [str(ROOT / script), *args]
-    runpy.run_path(str(ROOT / script), run_name="__main__")
+class ScriptRun:
+    """A ``python <script> args`` process started by :func:`start_script`."""
+
+    def __init__(self, replies: _Replies, pid: int):
+        self._replies, self.pid = replies, pid
+        self.exitcode: int | None = None
+
+    def poll(self, timeout: float = 0.0) -> int | None:
+        """The exit status once the process has ended (``-signal`` when a signal killed it), else None."""
+        if self.exitcode is None:
+            reply = self._replies.line(timeout)
+            self.exitcode = None if reply is None else reply["status"]
+        return self.exitcode
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the end; past ``timeout`` seconds, kill the process and fail."""
+        if self.poll(timeout) is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.poll(60)
+            raise AssertionError(f"pid {self.pid} ran past {timeout} s and was killed")
+        return self.exitcode
 
 
-def start_script(script: str, args: list[str], log_prefix: Path) -> multiprocessing.process.BaseProcess:
-    """Start ``python <script> args`` as its own process and return it (``.pid``, ``.join()``,
-    ``.exitcode``: the script's exit status, or ``-signal`` when a signal killed it); its output goes to
-    ``<log_prefix>.out`` and ``.err``.
+_fork_server: _Replies | None = None
+_last_run: ScriptRun | None = None
 
-    The process is forked from a fork server that has already imported torch, Lightning and the
-    project (``SCRIPT_PRELOAD``), then runs the script as ``__main__``: the same program as a fresh
-    ``python <script>`` (a real process, with its own signals and exit status) without paying the
-    ~10 s of imports each time, which is what lets the reliability suite kill dozens of runs."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(SCRIPT_PRELOAD)
-    proc = ctx.Process(target=_script_main, args=(script, list(args), str(log_prefix)), daemon=True)
-    proc.start()
-    return proc
+
+def start_script(script: str, args: list[str], log_prefix: Path) -> ScriptRun:
+    """Start ``python <script> args`` as its own process; its output goes to ``<log_prefix>.out``/``.err``.
+
+    The process is forked from ``tests/fork_server.py``, which has already imported torch, Lightning
+    and the project, and runs the script as ``__main__``: the same program as a fresh ``python <script>``
+    (a real process with its own signals and exit status) without ~10 s of imports each time, which is
+    what lets the reliability suite start and kill dozens of runs. One run at a time per test process."""
+    global _fork_server, _last_run
+    if _last_run is not None and _last_run.poll() is None:
+        os.kill(_last_run.pid, signal.SIGKILL)  # a run a failed test left behind
+        _last_run.poll(60)
+    if _fork_server is None or _fork_server.server.poll() is not None:
+        env = {**os.environ, "QUARTET_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        env.pop("SLURM_JOB_ID", None)
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "fork_server.py")],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        atexit.register(server.stdin.close)  # the server ends at the end of its input
+        _fork_server = _Replies(server)
+    request = {"script": script, "args": list(args), "log_prefix": str(log_prefix)}
+    _fork_server.server.stdin.write((json.dumps(request) + "\n").encode())
+    _last_run = ScriptRun(_fork_server, _fork_server.line(None)["pid"])
+    return _last_run
 
 
 def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:

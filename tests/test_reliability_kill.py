@@ -122,18 +122,12 @@ def read_err(run_dir: Path) -> str:
     return err.read_text()[-3000:] if err.exists() else ""
 
 
-def finish(args: list[str], run_dir: Path) -> int | None:
+def finish(args: list[str], run_dir: Path) -> int:
     """Run train.py to its end; return its exit status."""
-    proc = start_script("train.py", args, log_prefix(run_dir))
-    proc.join(TIMEOUT_S)
-    if proc.is_alive():
-        proc.kill()
-        proc.join()
-        pytest.fail(f"train.py did not end within {TIMEOUT_S} s")
-    return proc.exitcode
+    return start_script("train.py", args, log_prefix(run_dir)).wait(TIMEOUT_S)
 
 
-def signal_at_step(args: list[str], run_dir: Path, step: int, delay: float, signum: int) -> int | None:
+def signal_at_step(args: list[str], run_dir: Path, step: int, delay: float, signum: int) -> int:
     """Start train.py, wait until ``step`` optimizer steps are done (and their checkpoints written),
     wait ``delay`` more seconds, send ``signum``; return the exit status (``-signum`` if it killed it)."""
     progress = run_dir.parent / f"{run_dir.name}.progress"
@@ -147,13 +141,12 @@ def signal_at_step(args: list[str], run_dir: Path, step: int, delay: float, sign
     proc = start_script("train.py", paced, log_prefix(run_dir))
     deadline = time.time() + TIMEOUT_S
     while not (progress.exists() and progress.read_text().isdigit() and int(progress.read_text()) >= step):
-        assert proc.is_alive(), f"train.py ended before step {step}:\n{read_err(run_dir)}"
+        assert proc.poll() is None, f"train.py ended before step {step}:\n{read_err(run_dir)}"
         assert time.time() < deadline, f"train.py did not reach step {step} within {TIMEOUT_S} s"
         time.sleep(0.01)
     time.sleep(delay)
     os.kill(proc.pid, signum)
-    proc.join(TIMEOUT_S)
-    return proc.exitcode
+    return proc.wait(TIMEOUT_S)
 
 
 # ---- what a resumed run must equal ---------------------------------------------------------------------
