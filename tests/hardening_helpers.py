@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
@@ -58,3 +59,30 @@ class StepProgress(L.Callback):
         self.path.write_text(str(trainer.global_step))
         if trainer.global_step >= self.slow_from:
             time.sleep(self.sleep)
+
+
+class StallLastCheckpointSave(L.Callback):
+    """At ``global_step == step``, the write of ``last.ckpt`` stalls halfway: half the bytes go into the
+    temporary file, ``marker`` is created, and the process sleeps, so a test can ``kill -9`` it mid-save.
+    (Runs before the checkpoint callbacks' own step-end hooks, which Lightning orders last.)"""
+
+    def __init__(self, step: int, marker: str):
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step != self.step:
+            return
+        real_save = torch.save
+
+        def stalling_save(obj: object, f: object, *a: object, **k: object) -> None:
+            if ".last.ckpt.tmp-" not in str(getattr(f, "name", f)):
+                return real_save(obj, f, *a, **k)
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *a, **k)
+            f.write(buffer.getvalue()[: buffer.tell() // 2])
+            f.flush()
+            self.marker.touch()
+            time.sleep(120)  # killed here
+            raise RuntimeError("StallLastCheckpointSave: the process was not killed")
+
+        torch.save = stalling_save

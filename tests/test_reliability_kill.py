@@ -15,13 +15,14 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tests.helpers import FAST, ROOT, start_script
+from tests.helpers import FAST, ROOT, ScriptRun, start_script
 from tests.rlmec_fixtures import rl_records, write_jsonl
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -139,14 +140,23 @@ def signal_at_step(args: list[str], run_dir: Path, step: int, delay: float, sign
         f"+callbacks.progress.slow_from={step}",
     ]
     proc = start_script("train.py", paced, log_prefix(run_dir))
-    deadline = time.time() + TIMEOUT_S
-    while not (progress.exists() and progress.read_text().isdigit() and int(progress.read_text()) >= step):
-        assert proc.poll() is None, f"train.py ended before step {step}:\n{read_err(run_dir)}"
-        assert time.time() < deadline, f"train.py did not reach step {step} within {TIMEOUT_S} s"
-        time.sleep(0.01)
+
+    def reached() -> bool:
+        text = progress.read_text() if progress.exists() else ""
+        return text.isdigit() and int(text) >= step
+
+    wait_until(proc, reached, f"step {step}", run_dir)
     time.sleep(delay)
     os.kill(proc.pid, signum)
     return proc.wait(TIMEOUT_S)
+
+
+def wait_until(proc: ScriptRun, condition: Callable[[], bool], what: str, run_dir: Path) -> None:
+    deadline = time.time() + TIMEOUT_S
+    while not condition():
+        assert proc.poll() is None, f"train.py ended before {what}:\n{read_err(run_dir)}"
+        assert time.time() < deadline, f"train.py did not reach {what} within {TIMEOUT_S} s"
+        time.sleep(0.01)
 
 
 # ---- what a resumed run must equal ---------------------------------------------------------------------
@@ -209,6 +219,35 @@ def test_kill_9_then_ckpt_path_last_is_bitwise_exact(tmp_path: Path, suite: Suit
 
     assert finish([*args, "ckpt_path=last"], run_dir) == 0, read_err(run_dir)
     assert_resumed_like_reference(run_dir, reference)
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_kill_9_in_the_middle_of_saving_last_ckpt_keeps_the_previous_one(
+    tmp_path: Path, suite: Suite, module: str
+):
+    step = 3 * EVERY  # a checkpoint step: its last.ckpt write stalls halfway, and the kill lands there
+    run_dir = tmp_path / "run"
+    args = suite.args(module, run_dir)
+    reference = suite.reference(module)
+    marker = tmp_path / "saving"
+    stall = [
+        "+callbacks.stall._target_=tests.hardening_helpers.StallLastCheckpointSave",
+        f"+callbacks.stall.step={step}",
+        f"+callbacks.stall.marker={marker}",
+    ]
+    proc = start_script("train.py", [*args, *stall], log_prefix(run_dir))
+    wait_until(proc, marker.exists, f"the save of last.ckpt at step {step}", run_dir)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(TIMEOUT_S) == -signal.SIGKILL
+
+    checkpoints = run_dir / "checkpoints"
+    half_written = list(checkpoints.glob(".last.ckpt.tmp-*"))
+    assert len(half_written) == 1 and half_written[0].stat().st_size > 0
+    assert (checkpoints / f"step{step:06d}.ckpt").is_file()  # the periodic one went first
+    assert final_state(run_dir)["global_step"] == step - EVERY  # last.ckpt: the previous one, whole
+
+    assert finish([*args, "ckpt_path=last"], run_dir) == 0, read_err(run_dir)
+    assert_resumed_like_reference(run_dir, reference)  # the half-written file is gone too
 
 
 @pytest.mark.parametrize("module", MODULES)
