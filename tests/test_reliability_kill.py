@@ -198,6 +198,7 @@ def assert_resumed_like_reference(run_dir: Path, reference: Path) -> None:
     assert csv_rows(run_dir) == expected  # no step twice, none missing, the same values
     leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if ".tmp-" in p.name]
     assert not leftovers, f"temporary files left in checkpoints/: {leftovers}"
+    assert not (run_dir / ".lock").exists()
 
 
 # ---- the tests ----------------------------------------------------------------------------------------------
@@ -214,6 +215,7 @@ def test_kill_9_then_ckpt_path_last_is_bitwise_exact(tmp_path: Path, suite: Suit
     code = signal_at_step(args, run_dir, step, delay, signal.SIGKILL)
     assert code == -signal.SIGKILL, f"exit {code}, not killed:\n{read_err(run_dir)}"
     assert not (run_dir / "summary.json").exists()  # kill -9: no chance to write anything
+    assert (run_dir / ".lock").exists()  # left behind: the resume must take it over as stale
     saved = final_state(run_dir)["global_step"]  # the previous last.ckpt survives a kill mid-save
     assert step - step % EVERY <= saved < STEPS and saved % EVERY == 0
 
@@ -264,7 +266,10 @@ def test_sigterm_then_resume_dir_is_bitwise_exact(tmp_path: Path, suite: Suite, 
     assert step <= saved == summary["global_step"] < STEPS
     errors = [ln for ln in read_err(run_dir).splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and f"interrupted by SIGTERM at step {saved};" in errors[0], errors
+    assert f"resume_dir={run_dir}" in errors[0] and not (run_dir / ".lock").exists()
+    saved_config = (run_dir / ".hydra" / "config.yaml").read_text()
 
     # resume_dir reuses the saved config, progress callback included: only its pause is turned off
     assert finish([f"resume_dir={run_dir}", "+callbacks.progress.sleep=0"], run_dir) == 0, read_err(run_dir)
     assert_resumed_like_reference(run_dir, reference)
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == saved_config  # what resume_dir reads
