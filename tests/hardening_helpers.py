@@ -9,6 +9,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from callbacks.preemption import GracefulInterrupt
+
 
 class NaNGradAtStep(L.Callback):
     """Makes the gradients of the update at ``global_step == step`` NaN (a blown-up backward pass)."""
@@ -49,15 +51,29 @@ class TouchAtStep(L.Callback):
 
 class StepProgress(L.Callback):
     """Writes the number of finished optimizer steps to ``path`` at the start of every batch (so after
-    the previous step's checkpoints), then, from ``slow_from`` finished steps on, sleeps ``sleep``
-    seconds: a watcher can then signal the run mid-training, before it ends."""
+    the previous step's checkpoints). From ``slow_from`` finished steps on it pauses ``sleep`` seconds
+    per step, and from ``stall_from`` on it waits (up to ``stall_s``) until a stop signal has arrived:
+    a watcher can signal the run mid-training, and a late watcher still finds it running."""
 
-    def __init__(self, path: str, sleep: float = 0.0, slow_from: int = 0):
+    def __init__(
+        self,
+        path: str,
+        sleep: float = 0.0,
+        slow_from: int = 0,
+        stall_from: int | None = None,
+        stall_s: float = 120,
+    ):
         self.path, self.sleep, self.slow_from = Path(path), sleep, slow_from
+        self.stall_from, self.stall_s = stall_from, stall_s
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
         self.path.write_text(str(trainer.global_step))
-        if trainer.global_step >= self.slow_from:
+        if self.stall_from is not None and trainer.global_step >= self.stall_from:
+            interrupts = [c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)]
+            deadline = time.monotonic() + self.stall_s
+            while not any(c.received is not None for c in interrupts) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        elif trainer.global_step >= self.slow_from:
             time.sleep(self.sleep)
 
 
