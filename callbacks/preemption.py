@@ -76,6 +76,7 @@ class GracefulInterrupt(L.Callback):
             return
         signum = self.received if self.received is not None else signal.SIGTERM  # another rank's signal
         path = self._save_last(trainer)
+        _log_this_step(trainer)
         name = signal.Signals(signum).name
         raise TrainingInterrupted(
             f"training interrupted by {name} at step {trainer.global_step}; saved {path}; continue with "
@@ -91,3 +92,13 @@ class GracefulInterrupt(L.Callback):
             raise NonFiniteLossError(f"the weights are non-finite at step {trainer.global_step}; not saving")
         trainer.save_checkpoint(self.last_path)
         return str(self.last_path)
+
+
+def _log_this_step(trainer: L.Trainer) -> None:
+    """Send this step's logged metrics to the loggers now, as Lightning does right after the
+    ``on_train_batch_end`` hooks (which the interrupt cuts short). Without it the step saved in
+    ``last.ckpt`` is missing from ``metrics.csv`` and ``summary.json``: the resumed run starts at the
+    next step, so its row would never be written."""
+    connector = trainer._logger_connector
+    connector.on_batch_end()
+    connector.update_train_step_metrics()

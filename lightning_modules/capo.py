@@ -33,6 +33,7 @@ from utils.errors import ConfigError, QuartetError
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 CKPT_KEY = "capo_reference_logps"
+TALLY_KEY = "capo_train_tally"  # the epoch's per-type accuracy so far: a mid-epoch resume continues it
 LOGGED = (
     "rewards/chosen",
     "rewards/rejected",
@@ -62,6 +63,19 @@ class GroupTally:
         self.sums.zero_()
         self.counts.zero_()
         return {n: float(s / c) for n, s, c in zip(self.names, sums, counts) if c > 0}
+
+    def state_dict(self, reduce_sum: Any) -> dict[str, Any]:
+        """The sums and counts so far, over all ranks (every rank must call it: a collective)."""
+        both = reduce_sum(torch.stack([self.sums, self.counts])).cpu()
+        return {"names": list(self.names), "sums": both[0], "counts": both[1]}
+
+    def load_state_dict(self, state: dict[str, Any], keep: bool) -> None:
+        """Continue from saved totals (``keep``: on one rank only, so a later all-rank sum counts them
+        once); a tally over other groups is ignored."""
+        if list(state.get("names", [])) != self.names:
+            return
+        self.sums.copy_(state["sums"] if keep else torch.zeros_like(self.sums))
+        self.counts.copy_(state["counts"] if keep else torch.zeros_like(self.counts))
 
 
 class CaPOModule(CausalLMModule):
@@ -214,9 +228,11 @@ class CaPOModule(CausalLMModule):
         tally = self._tallies.get(split)
         if tally is None:
             return
-        reduce_sum = lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum")  # noqa: E731
-        for name, value in tally.compute_and_reset(reduce_sum).items():
+        for name, value in tally.compute_and_reset(self._reduce_sum).items():
             self.log(f"{split}/rewards/accuracies/{name}", value, sync_dist=False)
+
+    def _reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        return self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum")
 
     def on_train_epoch_end(self) -> None:
         self._log_by_type("train")
@@ -276,13 +292,18 @@ class CaPOModule(CausalLMModule):
                 logps = self.sequence_logps(self.model, batch)[0]
         return {REF_COLUMNS[0]: logps[:n], REF_COLUMNS[1]: logps[n:]}
 
-    # ---- checkpoints: the precomputed reference travels with them ----------------------------------
+    # ---- checkpoints: the precomputed reference and the epoch's tally travel with them -----------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = self.precomputed.state_dict()
         if state is not None:
             checkpoint[CKPT_KEY] = state
+        if "train" in self._tallies and self._trainer is not None:  # saves run on every rank
+            checkpoint[TALLY_KEY] = self._tallies["train"].state_dict(self._reduce_sum)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if TALLY_KEY in checkpoint and "train" in self._tallies:
+            keep = self._trainer is None or self.trainer.is_global_zero
+            self._tallies["train"].load_state_dict(checkpoint[TALLY_KEY], keep=keep)
         self.precomputed.from_checkpoint = True
         saved = checkpoint.get(CKPT_KEY)
         if not saved or self.reference_mode != "precomputed":

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+
+from callbacks.preemption import GracefulInterrupt
 
 
 class NaNGradAtStep(L.Callback):
@@ -44,3 +47,58 @@ class TouchAtStep(L.Callback):
         if trainer.global_step >= self.step:
             self.path.touch()
             time.sleep(self.sleep)
+
+
+class StepProgress(L.Callback):
+    """Writes the number of finished optimizer steps to ``path`` at the start of every batch (so after
+    the previous step's checkpoints). From ``slow_from`` finished steps on it pauses ``sleep`` seconds
+    per step, and from ``stall_from`` on it waits (up to ``stall_s``) until a stop signal has arrived:
+    a watcher can signal the run mid-training, and a late watcher still finds it running."""
+
+    def __init__(
+        self,
+        path: str,
+        sleep: float = 0.0,
+        slow_from: int = 0,
+        stall_from: int | None = None,
+        stall_s: float = 120,
+    ):
+        self.path, self.sleep, self.slow_from = Path(path), sleep, slow_from
+        self.stall_from, self.stall_s = stall_from, stall_s
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+        self.path.write_text(str(trainer.global_step))
+        if self.stall_from is not None and trainer.global_step >= self.stall_from:
+            interrupts = [c for c in trainer.callbacks if isinstance(c, GracefulInterrupt)]
+            deadline = time.monotonic() + self.stall_s
+            while not any(c.received is not None for c in interrupts) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        elif trainer.global_step >= self.slow_from:
+            time.sleep(self.sleep)
+
+
+class StallLastCheckpointSave(L.Callback):
+    """At ``global_step == step``, the write of ``last.ckpt`` stalls halfway: half the bytes go into the
+    temporary file, ``marker`` is created, and the process sleeps, so a test can ``kill -9`` it mid-save.
+    (Runs before the checkpoint callbacks' own step-end hooks, which Lightning orders last.)"""
+
+    def __init__(self, step: int, marker: str):
+        self.step, self.marker = step, Path(marker)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step != self.step:
+            return
+        real_save = torch.save
+
+        def stalling_save(obj: object, f: object, *a: object, **k: object) -> None:
+            if ".last.ckpt.tmp-" not in str(getattr(f, "name", f)):
+                return real_save(obj, f, *a, **k)
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *a, **k)
+            f.write(buffer.getvalue()[: buffer.tell() // 2])
+            f.flush()
+            self.marker.touch()
+            time.sleep(120)  # killed here
+            raise RuntimeError("StallLastCheckpointSave: the process was not killed")
+
+        torch.save = stalling_save

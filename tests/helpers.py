@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import select
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -67,6 +72,83 @@ def run_script(
         timeout=timeout,
         env=full_env,
     )
+
+
+class _Replies:
+    """Lines from the fork server's stdout, read with a timeout (unbuffered, so ``select`` is exact)."""
+
+    def __init__(self, server: subprocess.Popen):
+        self.server, self.fd, self.buffer = server, server.stdout.fileno(), b""
+
+    def line(self, timeout: float | None) -> dict | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b"\n" not in self.buffer:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"the fork server stopped (exit {self.server.poll()})")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return json.loads(line)
+
+
+class ScriptRun:
+    """A ``python <script> args`` process started by :func:`start_script`."""
+
+    def __init__(self, replies: _Replies, pid: int):
+        self._replies, self.pid = replies, pid
+        self.exitcode: int | None = None
+
+    def poll(self, timeout: float = 0.0) -> int | None:
+        """The exit status once the process has ended (``-signal`` when a signal killed it), else None."""
+        if self.exitcode is None:
+            reply = self._replies.line(timeout)
+            self.exitcode = None if reply is None else reply["status"]
+        return self.exitcode
+
+    def wait(self, timeout: float) -> int:
+        """Wait for the end; past ``timeout`` seconds, kill the process and fail."""
+        if self.poll(timeout) is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.poll(60)
+            raise AssertionError(f"pid {self.pid} ran past {timeout} s and was killed")
+        return self.exitcode
+
+
+_fork_server: _Replies | None = None
+_last_run: ScriptRun | None = None
+
+
+def start_script(script: str, args: list[str], log_prefix: Path) -> ScriptRun:
+    """Start ``python <script> args`` as its own process; its output goes to ``<log_prefix>.out``/``.err``.
+
+    The process is forked from ``tests/fork_server.py``, which has already imported torch, Lightning
+    and the project, and runs the script as ``__main__``: the same program as a fresh ``python <script>``
+    (a real process with its own signals and exit status) without ~10 s of imports each time, which is
+    what lets the reliability suite start and kill dozens of runs. One run at a time per test process."""
+    global _fork_server, _last_run
+    if _last_run is not None and _last_run.poll() is None:
+        os.kill(_last_run.pid, signal.SIGKILL)  # a run a failed test left behind
+        _last_run.poll(60)
+    if _fork_server is None or _fork_server.server.poll() is not None:
+        env = {**os.environ, "QUARTET_ROOT": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        env.pop("SLURM_JOB_ID", None)
+        server = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "fork_server.py")],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        atexit.register(server.stdin.close)  # the server ends at the end of its input
+        _fork_server = _Replies(server)
+    request = {"script": script, "args": list(args), "log_prefix": str(log_prefix)}
+    _fork_server.server.stdin.write((json.dumps(request) + "\n").encode())
+    _last_run = ScriptRun(_fork_server, _fork_server.line(None)["pid"])
+    return _last_run
 
 
 def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:

@@ -45,6 +45,8 @@ def test_capo_trains_under_fsdp(tmp_path: Path, reference: str):
     ckpt = out / "checkpoints" / "last.ckpt"
     assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2  # sharded over the 2 ranks
     meta = torch.load(ckpt / "meta.pt", map_location="cpu", weights_only=True)
+    # The epoch's per-type accuracy tally so far, summed over the ranks: 2 steps x 4 pairs x 2 ranks.
+    assert meta["capo_train_tally"]["counts"].sum().item() == 16
     if reference == "precomputed":
         assert len(list((tmp_path / "cache").glob("capo-ref-*.pt"))) == 2  # train + val, written once
         cols = meta["capo_reference_logps"]["columns"]["train"]
