@@ -13,8 +13,7 @@ import time
 import pytest
 import torch
 
-from tests.helpers import FAST, ROOT, assert_bitwise_equal, compose_cfg, load_weights
-from train import train
+from tests.helpers import FAST, ROOT
 
 STEPS = 30
 ARGS = [
@@ -60,30 +59,7 @@ def start_and_signal(run_dir, signum: int) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("uninterrupted")
-    train(compose_cfg(ARGS, out))
-    return load_weights(out / "checkpoints" / "last.ckpt")
-
-
-def test_sigterm_saves_last_ckpt_and_resume_is_bitwise_exact(tmp_path, uninterrupted):
-    run_dir = tmp_path / "run"
-    done = start_and_signal(run_dir, signal.SIGTERM)
-    assert done.returncode == 143, done.stderr[-3000:]
-    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
-    assert len(errors) == 1 and "interrupted by SIGTERM" in errors[0] and f"resume_dir={run_dir}" in errors[0]
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["interrupted"] is True and summary["status"] == "interrupted"
-    assert 3 <= ckpt["global_step"] == summary["global_step"] < STEPS
-    assert f"at step {ckpt['global_step']};" in errors[0]
-    assert not (run_dir / ".lock").exists()
-    # resume_dir=<run> is ckpt_path=last in the run's folder with its saved config
-    train(compose_cfg([*ARGS, "ckpt_path=last"], run_dir))
-    assert_bitwise_equal(load_weights(run_dir / "checkpoints" / "last.ckpt"), uninterrupted)
-    resumed = json.loads((run_dir / "summary.json").read_text())
-    assert resumed["status"] == "finished" and resumed["global_step"] == STEPS
+# SIGTERM then resume_dir, bitwise, for every module: tests/test_reliability_kill.py.
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGUSR1, 138), (signal.SIGINT, 130)])
