@@ -66,7 +66,8 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     try:
         state, hparams = load_sharded(path) if path.is_dir() else load_single_file(path)
     except Exception as e:  # a truncated shard, a non-checkpoint file, ...
-        raise QuartetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
+        first_line = (str(e).strip().splitlines() or [""])[0]
+        raise QuartetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line})") from None
     if not isinstance(hparams, dict) or "model" not in hparams:
         raise QuartetError(f"{path}: the checkpoint has no model config in its hyper-parameters")
     return state, hparams
