@@ -34,21 +34,40 @@ def as_dict(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
+def unsharded_class(module: torch.nn.Module) -> type[torch.nn.Module]:
+    """The module's own class: ``fully_shard`` swaps it for a generated ``FSDP<Class>`` subclass."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+
+
+def fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A new, unsharded model of the same architecture (a peft model: a fresh base with the same adapter
+    config). FSDP2-sharded modules can't be deep-copied, so the export builds one of these and loads
+    the full state dict into it."""
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        from peft import get_peft_model
+
+        base = model.get_base_model()
+        fresh = get_peft_model(
+            unsharded_class(base)(base.config), copy.deepcopy(model.peft_config["default"])
+        )
+        return fresh
+    return unsharded_class(model)(model.config)
+
+
 def write_hf_folder(
     model: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer: Any, out_dir: str | Path
 ) -> Path:
     """Write ``model`` with the full (unsharded) ``state`` and ``tokenizer`` as a ``save_pretrained``
-    folder: a peft model has its adapter merged into a copy of the base; a Quartet MoE gets its
-    modeling code and ``auto_map``. Shared by the end-of-fit export and
-    ``scripts/consolidate_checkpoint.py``, so both write the same weights."""
+    folder: a peft model has its adapter merged into its base; a Quartet MoE gets its modeling code
+    and ``auto_map``. Shared by the end-of-fit export and ``scripts/consolidate_checkpoint.py``, so
+    both write the same weights."""
     out = Path(out_dir)
-    if hasattr(model, "merge_and_unload"):  # peft: merge the adapter into a copy of the base
-        clone = copy.deepcopy(model)
-        clone.load_state_dict(state)
-        export_model = clone.merge_and_unload()
-    else:
-        export_model = type(model)(model.config)
-        export_model.load_state_dict(state)
+    export_model = fresh_copy(model)
+    export_model.load_state_dict(state)
+    if hasattr(export_model, "merge_and_unload"):  # peft: merge the adapter into the base weights
+        export_model = export_model.merge_and_unload()
     export_model.save_pretrained(out)
     save_model_code(export_model, out)  # Quartet MoE: modeling files + auto_map (trust_remote_code)
     tokenizer.save_pretrained(out)
