@@ -2,7 +2,8 @@
 reference mode: ``copy`` (the frozen copy sharded like the policy and saved in the checkpoint),
 ``precomputed`` (the pre-pass run sharded on both ranks; the values travel in the checkpoint) and
 ``adapter_off`` (a LoRA policy under ``fully_shard``). Each trains 4 steps, then a copy of its folder
-resumes from the step-2 sharded checkpoint and must export the same weights, bit for bit."""
+resumes from the step-2 sharded checkpoint and must export the same weights, bit for bit; the final
+sharded checkpoint consolidates into the same ``hf_model/``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import torch
 from torch.distributed.checkpoint import FileSystemReader
 
 from tests.fsdp_helpers import (
+    assert_consolidated_equals_export,
     assert_same_export,
     sharded_checkpoint,
     summary,
@@ -66,8 +68,10 @@ def test_capo_under_fsdp_resumes_exactly_from_sharded_checkpoint(tmp_path: Path,
     assert has_ref_copy == (reference == "copy")
     assert any("lora_A" in k for k in keys) == (reference == "adapter_off")
     if reference == "precomputed":
-        assert len(list((tmp_path / "cache").glob("capo-ref-*.pt"))) == 1  # train (no val batches)
+        assert len(list((tmp_path / "cache").glob("capo-ref-*.pt"))) == 2  # train + val, written once
         cols = meta["capo_reference_logps"]["columns"]["train"]
         assert (cols["ref_chosen_logps"] < 0).all() and (cols["ref_rejected_logps"] < 0).all()
     else:
         assert "capo_reference_logps" not in meta
+    # the policy alone (LoRA merged; the frozen copy left out) consolidates into the run's own export
+    assert_consolidated_equals_export(full)
