@@ -23,11 +23,55 @@ from omegaconf import DictConfig, OmegaConf
 
 from lightning_modules.components.optim import build_optimizer_and_scheduler
 from models import build_model, decoder_layers, load_tokenizer, save_model_code
+from utils.errors import ConfigError
+
+# FSDP2 mixed precision (``module.fsdp_param_dtype``): the dtype blocks compute in; params stay fp32.
+FSDP_PARAM_DTYPES = ("bfloat16", "float16", "float32")
 
 
 def as_dict(cfg: Any) -> Any:
     """Plain Python containers from an OmegaConf node (anything else passes through)."""
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+def unsharded_class(module: torch.nn.Module) -> type[torch.nn.Module]:
+    """The module's own class: ``fully_shard`` swaps it for a generated ``FSDP<Class>`` subclass."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(c for c in type(module).__mro__ if not issubclass(c, FSDPModule))
+
+
+def fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A new, unsharded model of the same architecture (a peft model: a fresh base with the same adapter
+    config). FSDP2-sharded modules can't be deep-copied, so the export builds one of these and loads
+    the full state dict into it."""
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
+        from peft import get_peft_model
+
+        base = model.get_base_model()
+        fresh = get_peft_model(
+            unsharded_class(base)(base.config), copy.deepcopy(model.peft_config["default"])
+        )
+        return fresh
+    return unsharded_class(model)(model.config)
+
+
+def write_hf_folder(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer: Any, out_dir: str | Path
+) -> Path:
+    """Write ``model`` with the full (unsharded) ``state`` and ``tokenizer`` as a ``save_pretrained``
+    folder: a peft model has its adapter merged into its base; a Quartet MoE gets its modeling code
+    and ``auto_map``. Shared by the end-of-fit export and ``scripts/consolidate_checkpoint.py``, so
+    both write the same weights."""
+    out = Path(out_dir)
+    export_model = fresh_copy(model)
+    export_model.load_state_dict(state)
+    if hasattr(export_model, "merge_and_unload"):  # peft: merge the adapter into the base weights
+        export_model = export_model.merge_and_unload()
+    export_model.save_pretrained(out)
+    save_model_code(export_model, out)  # Quartet MoE: modeling files + auto_map (trust_remote_code)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 class CausalLMModule(L.LightningModule):
@@ -40,6 +84,12 @@ class CausalLMModule(L.LightningModule):
         fsdp_param_dtype: str | None = None,
     ):
         super().__init__()
+        if fsdp_param_dtype is not None and fsdp_param_dtype not in FSDP_PARAM_DTYPES:
+            raise ConfigError(
+                [
+                    f"module.fsdp_param_dtype={fsdp_param_dtype!r} must be null or one of {', '.join(FSDP_PARAM_DTYPES)}"
+                ]
+            )
         model, optimizer, scheduler = as_dict(model), as_dict(optimizer), as_dict(scheduler)
         self.save_hyperparameters(
             {
@@ -124,18 +174,7 @@ class CausalLMModule(L.LightningModule):
         state = self._full_state_dict(model)
         if self.global_rank != 0:
             return None
-        out = Path(out_dir)
-        if hasattr(model, "merge_and_unload"):  # peft: merge the adapter into a copy of the base
-            clone = copy.deepcopy(model)
-            clone.load_state_dict(state)
-            export_model = clone.merge_and_unload()
-        else:
-            export_model = type(model)(model.config)
-            export_model.load_state_dict(state)
-        export_model.save_pretrained(out)
-        save_model_code(export_model, out)  # Quartet MoE: modeling files + auto_map (trust_remote_code)
-        self.tokenizer.save_pretrained(out)
-        return out
+        return write_hf_folder(model, state, self.tokenizer, out_dir)
 
     def _full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if getattr(self, "_device_mesh", None) is None:

@@ -27,7 +27,9 @@ def build_model(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase | Non
     if (cfg.get("lora") or {}).get("enabled"):
         model = apply_lora(model, cfg["lora"])
     if cfg.get("gradient_checkpointing"):
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5: non-reentrant, per decoder block; it checkpoints the block's ``forward``, so
+        # FSDP2's hooks on a ``fully_shard``-ed block stay outside and the recompute reuses their unshard.
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     return model
 

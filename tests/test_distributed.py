@@ -6,8 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from safetensors.torch import load_file
 
+from tests.fsdp_helpers import (
+    assert_consolidated_equals_export,
+    assert_same_export,
+    summary,
+    train_then_resume_from_copy,
+)
 from tests.helpers import run_script
 
 COMMON = [
@@ -46,23 +51,10 @@ def test_ddp_two_processes_train_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_fsdp_two_processes_resume_from_sharded_checkpoint_exactly(tmp_path):
-    full, crashed = tmp_path / "full", tmp_path / "crashed"
+def test_fsdp_two_processes_resume_from_sharded_checkpoint_exactly_and_consolidate(tmp_path):
     # num_workers > 0 as well: the sampler state must survive worker processes under sharding.
     args = ["trainer=fsdp", *COMMON, "export=true", "data.num_workers=1"]
-    ok = run_script("train.py", [*args, f"hydra.run.dir={full}"])
-    assert ok.returncode == 0, ok.stderr[-3000:]
-    first = run_script("train.py", [*args, *CRASH, f"hydra.run.dir={crashed}"])
-    assert first.returncode != 0 and "simulated crash" in first.stderr
-    sharded = crashed / "checkpoints" / "step000002.ckpt"
-    assert sharded.is_dir() and len(list(sharded.glob("*.distcp"))) == 2, "one shard per rank"
-    resumed = run_script(
-        "train.py", [*args, f"ckpt_path={sharded}", f"hydra.run.dir={crashed}", "+callbacks.crash.step=100"]
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _summary(crashed)["global_step"] == 4
-    a = load_file(full / "hf_model" / "model.safetensors")
-    b = load_file(crashed / "hf_model" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert (a[k] == b[k]).all(), f"{k} differs after the sharded resume"
+    full, resumed = train_then_resume_from_copy(tmp_path, args, step=2)
+    assert summary(resumed)["resumed_from"].endswith("step000002.ckpt")
+    assert_same_export(full / "hf_model", resumed / "hf_model")
+    assert_consolidated_equals_export(full)

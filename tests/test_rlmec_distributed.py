@@ -1,25 +1,25 @@
-"""RLMECModule under DDP and FSDP2 on 2 CPU processes (subprocesses of train.py; never inside pytest)."""
+"""RLMECModule under DDP and FSDP2 on 2 CPU processes (subprocesses of train.py; never inside pytest).
+Under FSDP2 with both switches on (activation checkpointing per block, bf16 compute over fp32 params),
+a copy of the run resumes from its step-2 sharded checkpoint and exports the same weights, bit for bit."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
+import torch
 
+from tests.fsdp_helpers import assert_same_export, summary, train_then_resume_from_copy
 from tests.helpers import run_script
 from tests.rlmec_fixtures import rl_records, write_jsonl
 
 TINY = ["model=tiny", "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=2"]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
-def test_rlmec_trains_on_two_processes(tmp_path: Path, tokenizer, strategy: str):
-    out = tmp_path / "run"
+def _args(tmp_path: Path, tokenizer, strategy: str) -> list[str]:
     data = write_jsonl(tmp_path / "rl.jsonl", rl_records(tokenizer, 8))
-    args = [
+    return [
         *TINY,
         "module=rlmec",
         "data=rlmec",
@@ -33,16 +33,37 @@ def test_rlmec_trains_on_two_processes(tmp_path: Path, tokenizer, strategy: str)
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
         "print_config=false",
-        f"hydra.run.dir={out}",
     ]
-    proc = run_script("train.py", args, timeout=600)
+
+
+def _assert_trained(run: Path) -> None:
+    s = summary(run)
+    assert math.isfinite(s["first_step_loss"]) and math.isfinite(s["last_step_loss"])
+    assert "train/loss_rl" in s["metrics"] and "train/clip_frac" in s["metrics"]
+
+
+@pytest.mark.slow
+def test_rlmec_trains_under_ddp(tmp_path: Path, tokenizer):
+    out = tmp_path / "run"
+    proc = run_script("train.py", [*_args(tmp_path, tokenizer, "ddp"), f"hydra.run.dir={out}"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["global_step"] == 2
-    assert math.isfinite(summary["first_step_loss"]) and math.isfinite(summary["last_step_loss"])
-    assert "train/loss_rl" in summary["metrics"] and "train/clip_frac" in summary["metrics"]
-    ckpt = out / "checkpoints" / "last.ckpt"
-    if strategy == "fsdp":
-        assert ckpt.is_dir() and len(list(ckpt.glob("*.distcp"))) == 2  # sharded over the 2 ranks
-    else:
-        assert ckpt.is_file()
+    assert summary(out)["global_step"] == 2
+    _assert_trained(out)
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_rlmec_under_fsdp_with_checkpointing_and_bf16_resumes_exactly(tmp_path: Path, tokenizer):
+    args = [
+        *_args(tmp_path, tokenizer, "fsdp"),
+        "trainer.max_steps=4",
+        "trainer.max_epochs=2",
+        "callbacks.model_checkpoint.every_n_train_steps=2",
+        "export=true",
+        "model.gradient_checkpointing=true",
+        "module.fsdp_param_dtype=bfloat16",
+    ]
+    full, resumed = train_then_resume_from_copy(tmp_path, args, step=2)
+    _assert_trained(full)
+    weights = assert_same_export(full / "hf_model", resumed / "hf_model")
+    assert all(w.dtype == torch.float32 for w in weights.values())  # bf16 compute, fp32 weights

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,3 +65,42 @@ def write_jsonl_atomic(path: str | os.PathLike[str], rows: Iterable[Mapping[str,
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+# ---- folders (sharded checkpoints) ------------------------------------------------------------------
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the C
+    library or the file system lacks it."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def replace_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Move the finished folder ``src`` onto ``dst`` (a folder, a file, or nothing), then delete what
+    ``dst`` held.
+
+    On Linux the two are swapped in one atomic step, so ``dst`` is always either complete old or
+    complete new: a kill at any point leaves a loadable ``dst`` (and at worst the old content under
+    ``src``'s temporary name, which the next start removes). Elsewhere ``dst`` is first renamed aside,
+    leaving a window of two renames in which it is missing.
+    """
+    src, dst = Path(src), Path(dst)
+    if not dst.exists():
+        os.rename(src, dst)
+    elif dst.is_dir() and _exchange(src, dst):
+        shutil.rmtree(src)
+    else:
+        aside = temp_path_beside(dst).with_name(temp_path_beside(dst).name + "-old")
+        os.rename(dst, aside)
+        os.rename(src, dst)
+        shutil.rmtree(aside) if aside.is_dir() else aside.unlink()

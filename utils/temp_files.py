@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -43,21 +44,23 @@ def remove_stale_temp_files(
 ) -> list[Path]:
     """Delete files in ``folder`` matching any glob of ``patterns`` that no process on this host holds
     open and that were last modified at least ``min_age_s`` seconds ago (a live writer keeps its
-    file open and fresh); return what was removed."""
+    file open and fresh); return what was removed. A matching folder (a sharded checkpoint being
+    written, ``utils.atomic.replace_folder``) goes as a whole unless a file in it is open."""
     if not folder or not Path(folder).is_dir():
         return []
-    candidates = [p for pattern in patterns for p in Path(folder).glob(pattern) if p.is_file()]
+    candidates = [p for pattern in patterns for p in Path(folder).glob(pattern) if p.is_file() or p.is_dir()]
     if not candidates:
         return []
     in_use = files_open_on_this_host()
     now = time.time()
     removed = []
     for path in candidates:
-        if str(path.resolve()) in in_use:
+        real = str(path.resolve())
+        if real in in_use or (path.is_dir() and any(f.startswith(real + os.sep) for f in in_use)):
             continue
         try:
             if now - path.stat().st_mtime >= min_age_s:
-                path.unlink()
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
                 removed.append(path)
         except FileNotFoundError:  # another process removed or renamed it meanwhile
             continue
