@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import DataError
-from utils.text_files import iter_lines, read_text
+from utils.text_files import iter_json_objects, read_text
 
 FILE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -57,17 +57,7 @@ def read_records(
 
 
 def _read_jsonl(p: Path) -> list[Record]:
-    out = []
-    for i, line in iter_lines(p):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{i}: malformed JSON line ({e.msg} at column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{p}:{i}: expected a JSON object, got {type(obj).__name__}")
-        out.append(Record(obj, str(p), i))
+    out = [Record(obj, str(p), i) for i, obj in iter_json_objects(p)]
     if not out:
         raise DataError(f"{p}: the file holds no records")
     return out

@@ -40,6 +40,25 @@ def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "trai
     return cfg
 
 
+#: A 4-step two-process job (DDP/FSDP/torchrun tests): checkpoints at steps 2 and 4, no validation.
+TWO_PROCESS_JOB = [
+    "debug=default",
+    "trainer.max_steps=4",
+    "data.batch_size=8",
+    "logger=csv",
+    "print_config=false",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "trainer.limit_val_batches=0",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+]
+
+
+def crash_at(step: int) -> list[str]:
+    """train.py overrides that add :class:`CrashAtStep` (a simulated crash after ``step``)."""
+    return ["+callbacks.crash._target_=tests.helpers.CrashAtStep", f"+callbacks.crash.step={step}"]
+
+
 class CrashAtStep(L.Callback):
     """Simulates a crash: raises once ``global_step`` reaches ``step`` (after that step's checkpoint)."""
 

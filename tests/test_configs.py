@@ -59,7 +59,10 @@ def test_every_experiment_runs_two_steps(tmp_path, experiment, tiny_hf_dir):
     overrides = [f"experiment={experiment}", "debug=default", "logger=csv", *FAST]
     if "override /model: hf" in (CONF / "experiment" / f"{experiment}.yaml").read_text():
         overrides.append(f"model.pretrained={tiny_hf_dir}")
-    if experiment in ("rlmec_tiny", "rlmec_hf"):  # its data comes from the pipeline's stages: RL records made here
+    if experiment in (
+        "rlmec_tiny",
+        "rlmec_hf",
+    ):  # its data comes from the pipeline's stages: RL records made here
         from models import load_tokenizer
         from tests.rlmec_fixtures import rl_records, write_jsonl
 

@@ -13,20 +13,10 @@ from tests.fsdp_helpers import (
     summary,
     train_then_resume_from_copy,
 )
-from tests.helpers import run_script
+from tests.helpers import TWO_PROCESS_JOB, crash_at, run_script
 
-COMMON = [
-    "debug=default",
-    "trainer.max_steps=4",
-    "data.batch_size=8",
-    "logger=csv",
-    "print_config=false",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.limit_val_batches=0",
-    "callbacks.model_checkpoint.every_n_train_steps=2",
-]
-CRASH = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=2"]
+COMMON = TWO_PROCESS_JOB
+CRASH = crash_at(2)
 
 
 def _summary(run_dir):

@@ -14,21 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, assert_bitwise_equal, load_weights, run_script
+from tests.helpers import ROOT, TWO_PROCESS_JOB, assert_bitwise_equal, crash_at, load_weights, run_script
 
-JOB = [
-    "debug=default",
-    "trainer.max_steps=4",
-    "data.batch_size=8",
-    "logger=csv",
-    "print_config=false",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "trainer.limit_val_batches=0",
-    "callbacks.model_checkpoint.every_n_train_steps=2",
-    "export=false",
-]
-CRASH = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=2"]
+JOB = [*TWO_PROCESS_JOB, "export=false"]
+CRASH = crash_at(2)
 ENV = {"PYTHONWARNINGS": "ignore", "QUARTET_ROOT": str(ROOT), "OMP_NUM_THREADS": "1"}
 
 

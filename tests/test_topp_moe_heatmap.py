@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from callbacks.moe_heatmap import MoEHeatmap
-from tests.helpers import FAST, assert_bitwise_equal, compose_cfg, load_weights
+from tests.helpers import FAST, assert_bitwise_equal, compose_cfg, crash_at, load_weights
 from train import train
 
 RUN = [
@@ -24,7 +24,7 @@ RUN = [
     "+callbacks.moe_heatmap._target_=callbacks.moe_heatmap.MoEHeatmap",
     *FAST,
 ]
-CRASH = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=2"]
+CRASH = crash_at(2)
 LAYERS = [0, 1, 2, 3]
 
 

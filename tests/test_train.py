@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForCausalLM
 
-from tests.helpers import FAST, assert_bitwise_equal, compose_cfg, load_weights, run_script
+from tests.helpers import FAST, assert_bitwise_equal, compose_cfg, crash_at, load_weights, run_script
 from train import train
 
 # 16 per batch over 570 dialogues: 36 batches per epoch, so 30 → 60 crosses an epoch boundary.
@@ -23,7 +23,7 @@ RESUME = [
     "logger=csv",
     *FAST,
 ]
-CRASH = ["+callbacks.crash._target_=tests.helpers.CrashAtStep", "+callbacks.crash.step=30"]
+CRASH = crash_at(30)
 
 
 @pytest.fixture(scope="module")

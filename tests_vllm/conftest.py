@@ -31,6 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from tests.real_model_folder import prepare_real_model  # noqa: E402
+
 torch.set_num_threads(1)
 
 VENV_VLLM = Path(os.environ.get("VENV_VLLM", ROOT / ".venv-vllm"))
@@ -58,21 +60,10 @@ def vllm_bin(name: str) -> Path:
     return path
 
 
-def _prepare_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "prepare_real_model", ROOT / "scripts" / "prepare_real_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def real_model_dir() -> Path:
     """The fp32 SmolLM2-135M-Instruct folder both backends load (converted on first use)."""
-    return _prepare_module().prepare()
+    return prepare_real_model()
 
 
 def free_port() -> int:

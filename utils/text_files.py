@@ -7,8 +7,10 @@ everywhere instead of as a ``UnicodeDecodeError`` traceback.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from utils.errors import DataError
 
@@ -30,6 +32,22 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 yield line_no, raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise _not_utf8(p, line_no, raw, e) from None
+
+
+def iter_json_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for every non-blank line of a JSONL file; a line that is not JSON, or
+    not a JSON object, is one ``DataError`` naming file:line."""
+    p = Path(path)
+    for line_no, line in iter_lines(p):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{line_no}: malformed JSON line ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{p}:{line_no}: expected a JSON object, got {type(obj).__name__}")
+        yield line_no, obj
 
 
 def read_text(path: str | Path) -> str:

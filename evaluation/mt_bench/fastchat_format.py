@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import QuartetError
-from utils.text_files import iter_lines
+from utils.text_files import iter_json_objects
 
 
 @dataclass
@@ -49,17 +48,8 @@ def _jsonl_rows(path: str | Path) -> Iterable[tuple[str, dict[str, Any]]]:
     p = Path(path)
     if not p.is_file():
         raise QuartetError(f"{p}: no such file")
-    for n, line in iter_lines(p):
-        if not line.strip():
-            continue
-        where = f"{p}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise QuartetError(f"{where}: malformed JSON line ({e.msg} at column {e.colno})") from None
-        if not isinstance(row, dict):
-            raise QuartetError(f"{where}: expected a JSON object")
-        yield where, row
+    for n, row in iter_json_objects(p):
+        yield f"{p}:{n}", row
 
 
 def _str_list(value: Any, where: str, name: str) -> list[str]:

@@ -3,30 +3,21 @@ HF folder by ``scripts/prepare_real_model.py``, the same function ``make real-mo
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import ROOT
+from tests.real_model_folder import prepare_real_model
 
 DIALOGUES = ROOT / "data" / "realmodel" / "dialogues.jsonl"
 QUESTIONS = ROOT / "data" / "realmodel" / "questions.jsonl"
 
 
-def _prepare_module():
-    spec = importlib.util.spec_from_file_location(
-        "prepare_real_model", ROOT / "scripts" / "prepare_real_model.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def real_model_dir() -> Path:
     """The converted SmolLM2-135M-Instruct folder (converted on first use, about a minute)."""
-    return _prepare_module().prepare()
+    return prepare_real_model()
 
 
 @pytest.fixture(scope="session")
