@@ -11,7 +11,7 @@ import pytest
 from evaluation.reasoning.records import ReasoningRecord, load_reasoning_records
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.sampling import SamplingParams
-from stages.rlmec.arith_rules import arith_rules, equations_hold, first_wrong_step
+from stages.rlmec.arith_rules import answer_in_prediction_style, arith_rules, equations_hold, first_wrong_step
 from stages.rlmec.editor import minimum_edit_rewrite, model_editor
 from stages.rlmec.steps import gold_solution, parse_first_error, split_steps
 
@@ -74,8 +74,8 @@ def test_exact_prompts_and_prefix_keeping():
     ]
     assert rewrite[0]["content"].endswith(
         "Keep step 1 unchanged and rewrite the solution from step 2 on, changing as little as "
-        "possible so that it is correct. Write only the continuation after the kept steps, in the same "
-        "format as the solution, ending with the final answer line.\n\n"
+        "possible so that it is correct. Write only the continuation after the kept steps, in the "
+        "student's own format and wording, ending with a final answer line written as the student writes it.\n\n"
         "Kept steps:\nThe packs hold 4 * 10 = 40 marbles."
     )
     (res,) = report.results
@@ -222,3 +222,40 @@ def test_arith_rules_finds_every_gold_solution_correct(path):
     records = load_reasoning_records(ROOT / "data" / "reasoning" / path)
     assert all(first_wrong_step(gold_solution(r), gold_solution(r)) is None for r in records)
     assert all(equations_hold(s.text) for r in records for s in split_steps(gold_solution(r)))
+
+
+@pytest.mark.parametrize(
+    ("continuation", "prediction", "expected"),
+    [
+        # the policy's "The answer is N." on the same line as its last step
+        (
+            "Then 4 + 40 = 44.\n#### 44",
+            "The packs hold 4 * 10 = 40 cards. Then 2 + 40 = 46. The answer is 46.",
+            "Then 4 + 40 = 44. The answer is 44.",
+        ),
+        # only the answer step was wrong: the continuation is the answer line alone
+        (
+            "#### 44",
+            "The packs hold 4 * 10 = 40 cards. Then 4 + 40 = 44. The answer is 46.",
+            "The answer is 44.",
+        ),
+        # a prediction on separate lines with its own wording keeps both
+        (
+            "Then 4 + 40 = 44.\n#### 44",
+            "The packs hold 4 * 10 = 40.\nThen 2 + 40 = 46.\nSo the answer is $46.",
+            "Then 4 + 40 = 44.\nSo the answer is $44.",
+        ),
+        # a prediction that already uses "#### N", or ends on a computing step, gets the gold line
+        ("Then 4 + 40 = 44.\n#### 44", "The packs hold 4 * 10 = 40. Then 2 + 40 = 46.\n#### 46", None),
+        ("Then 4 + 40 = 44.\n#### 44", "The packs hold 4 * 10 = 40. Then 2 + 40 = 46.", None),
+    ],
+)
+def test_arith_rules_writes_the_answer_line_in_the_predictions_style(continuation, prediction, expected):
+    assert answer_in_prediction_style(continuation, prediction) == (expected or continuation)
+
+
+def test_arith_rules_rewrite_keeps_the_policys_answer_format():
+    pred = "The packs hold 4 * 10 = 40 marbles. Then 4 + 40 = 45. The answer is 45."
+    (res,) = minimum_edit_rewrite([REC], [pred], [False], arith_rules).results
+    assert res.first_error_step == 2
+    assert res.rewrite == "The packs hold 4 * 10 = 40 marbles. Then 4 + 40 = 44. The answer is 44."

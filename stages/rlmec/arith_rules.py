@@ -7,8 +7,12 @@ signal without one, this editor answers the same two requests by rules:
   the numbers it uses (as a multiset) differ from those of the gold solution's step i, or when the
   gold solution has no step i. The first wrong step is named; a prediction with no wrong step but
   fewer steps than the gold has its last step named (it stopped early);
-- rewrite: the continuation is the gold solution's text from its step k on (verbatim, so the format
-  matches the data).
+- rewrite: the continuation is the gold solution's text from its step k on, except its final-answer
+  line (``#### N``), which is written in the prediction's own style when the prediction has one
+  (``The answer is 46.`` becomes ``The answer is 44.``, on the same line when the prediction put it
+  there). A minimum edit fixes the numbers, not the student's answer format; copying the gold's
+  ``#### N`` taught the policy a new answer format through L_IR (weight 1.0 on every changed token),
+  and it then wrote ``#### <wrong number>`` after correct steps.
 
 It reads the structured fields of each :class:`~stages.rlmec.editor.EditRequest` (record, prediction,
 k); its replies use the same wording as a model's and go through the same parsers.
@@ -77,6 +81,32 @@ def gold_continuation(gold: str, k: int) -> str:
     return gold[steps[min(k, len(steps)) - 1].start :].strip()
 
 
+_GOLD_ANSWER_LINE = re.compile(r"\s*####\s*(\S+)\s*$")
+
+
+def answer_in_prediction_style(continuation: str, prediction: str) -> str:
+    """``continuation`` with its final ``#### N`` line in the prediction's own answer style: the
+    prediction's last step with its last number replaced by N, after the same white space that
+    precedes that step in the prediction. Unchanged when the prediction's last step is not an answer
+    statement (it has no number, or an ``=``: a computing step) or is itself a ``####`` line, or the
+    continuation has no ``####`` line."""
+    gold_line = _GOLD_ANSWER_LINE.search(continuation)
+    steps = split_steps(prediction)
+    if gold_line is None or not steps or steps[-1].text.startswith("####") or "=" in steps[-1].text:
+        return continuation
+    last = steps[-1]
+    numbers = list(_NUMBERS.finditer(last.text))
+    if not numbers:
+        return continuation
+    n = numbers[-1]
+    styled = last.text[: n.start()] + gold_line.group(1) + last.text[n.end() :]
+    before = continuation[: gold_line.start()]
+    if not before.strip():  # the continuation is only the answer line (k = the answer step)
+        return styled
+    gap = prediction[steps[-2].end : last.start] if len(steps) > 1 else "\n"
+    return before + (gap or " ") + styled
+
+
 def arith_rules(requests: Sequence[EditRequest]) -> list[str]:
     """The stand-in teacher as an editor (see the module docstring)."""
     replies = []
@@ -85,7 +115,8 @@ def arith_rules(requests: Sequence[EditRequest]) -> list[str]:
         if req.kind == "locate":
             replies.append(first_error_reply(first_wrong_step(req.prediction, gold)))
         elif req.kind == "rewrite":
-            replies.append(gold_continuation(gold, int(req.step or 1)))
+            continuation = gold_continuation(gold, int(req.step or 1))
+            replies.append(answer_in_prediction_style(continuation, req.prediction))
         else:
             raise ValueError(f"arith_rules: unknown request kind {req.kind!r}")
     return replies

@@ -91,8 +91,8 @@ REWRITE_TEMPLATE = (
     "Reference solution:\n{gold_steps}\n\n"
     "Student's solution:\n{prediction_steps}\n\n"
     "{keep}rewrite the solution from step {k} on, changing as little as possible so that it is "
-    "correct. Write only the continuation after the kept steps, in the same format as the solution, "
-    "ending with the final answer line.\n\n"
+    "correct. Write only the continuation after the kept steps, in the student's own format and "
+    "wording, ending with a final answer line written as the student writes it.\n\n"
     "Kept steps:\n{prefix}"
 )
 
