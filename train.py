@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from utils.checkpoint_check import check_checkpoint_file, check_checkpoint_fits
+    from lightning_modules.checkpoint_check import check_checkpoint_file, check_checkpoint_fits
     from utils.config_validation import validate_train_config
     from utils.launch_env import is_rank_zero
     from utils.run_folder import resolve_ckpt_path

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.checkpoint_check import (
+from lightning_modules.checkpoint_check import (
     check_checkpoint_file,
     check_checkpoint_fits,
     config_diff,

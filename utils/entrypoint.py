@@ -45,6 +45,8 @@ def _check_shared_run_dir(cfg: DictConfig) -> None:
 
     from utils.launch_env import check_shared_run_dir
 
+    if not HydraConfig.initialized():  # called in-process without @hydra.main (tests, notebooks)
+        return
     hydra_cfg = HydraConfig.get()
     if hydra_cfg.mode != RunMode.RUN:  # a multirun's sweep folder is resolved once, by the launcher
         return
