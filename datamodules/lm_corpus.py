@@ -57,9 +57,14 @@ class LMCorpusDataModule(TokenDataModule):
         cache_dir: str | None = None,
         num_proc: int | None = None,
         trust_remote_code: bool = False,
+        max_length: int | None = None,
         **loader_kwargs: Any,
     ):
+        """``max_length``, when set, caps ``block_size`` (the sequence length of a packed block): the
+        key every data config shares, so that ``debug=smoke``'s short sequences apply here too."""
         super().__init__(**loader_kwargs)
+        if max_length is not None:
+            block_size = min(block_size, max_length)
         if block_size < 2:
             raise ConfigError([f"data.block_size={block_size} must be at least 2"])
         self.path, self.val_path, self.split = path, val_path, split

@@ -153,7 +153,10 @@ class RLMECCollator:
 
 class RLMECDataModule(TokenDataModule):
     """RL records (see the module docstring) for ``RLMECModule``; validation by ``val_path`` or by a
-    seeded ``val_fraction`` of the problems (a problem's samples stay on one side)."""
+    seeded ``val_fraction`` of the problems (a problem's samples stay on one side).
+
+    ``cache_dir`` is accepted for the data keys every data config shares (``debug=smoke`` sets it) and
+    has nothing to cache: the records hold token ids already, read in one pass."""
 
     def __init__(
         self,
@@ -165,9 +168,11 @@ class RLMECDataModule(TokenDataModule):
         truncation: str = "right",
         pad_to_multiple_of: int | None = None,
         trust_remote_code: bool = False,
+        cache_dir: str | None = None,
         **loader_kwargs: Any,
     ):
         super().__init__(**loader_kwargs)
+        del cache_dir  # nothing to cache (see the class docstring)
         problems = []
         if truncation not in ("right", "error"):
             problems.append(f"data.truncation={truncation!r} must be 'right' (cut responses) or 'error'")

@@ -76,3 +76,20 @@ def test_every_experiment_runs_two_steps(tmp_path, experiment, tiny_hf_dir):
     assert summary["steps_recorded"] == 2
     assert all(v == v for v in metrics.values()), "a metric is NaN"
     assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_takes_debug_smoke(tmp_path, experiment, tiny_hf_dir):
+    """`debug=smoke` (the quick check of a model, and of scripts/check_model.sh) overrides shared data
+    keys such as data.cache_dir: every experiment's data module must accept them."""
+    from hydra.utils import instantiate
+
+    overrides = [f"experiment={experiment}", "debug=smoke"]
+    if "override /model: hf" in (CONF / "experiment" / f"{experiment}.yaml").read_text():
+        overrides.append(f"model.pretrained={tiny_hf_dir}")
+    cfg = compose_cfg(overrides, tmp_path)
+    assert cfg.trainer.max_steps == 2 and cfg.data.cache_dir is None
+    data = instantiate(cfg.data)
+    assert data.batch_size == 2
+    if hasattr(data, "block_size"):  # packed corpora: max_length caps the block
+        assert data.block_size <= 256
