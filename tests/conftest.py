@@ -39,6 +39,29 @@ def _return_freed_memory():
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Put every logger's handlers back after each test. Entry points run in-process under
+    ``@hydra.main`` configure logging with a handler on the sys.stderr of that moment, which is
+    pytest's capture stream for that test; left in place, it fails with "I/O operation on closed
+    file" in whatever test runs next in the worker."""
+    import logging
+
+    def snapshot() -> dict:
+        loggers = [logging.getLogger()] + [
+            lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+        ]
+        return {lg: (lg.handlers[:], lg.level, lg.disabled, lg.propagate) for lg in loggers}
+
+    saved = snapshot()
+    yield
+    for lg in snapshot():
+        handlers, level, disabled, propagate = saved.get(lg, ([], logging.NOTSET, False, True))
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.disabled, lg.propagate = disabled, propagate
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from models.tokenizer import load_tokenizer
