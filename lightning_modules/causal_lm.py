@@ -49,10 +49,7 @@ def fresh_copy(model: torch.nn.Module) -> torch.nn.Module:
         from peft import get_peft_model
 
         base = model.get_base_model()
-        fresh = get_peft_model(
-            unsharded_class(base)(base.config), copy.deepcopy(model.peft_config["default"])
-        )
-        return fresh
+        return get_peft_model(unsharded_class(base)(base.config), copy.deepcopy(model.peft_config["default"]))
     return unsharded_class(model)(model.config)
 
 

@@ -17,15 +17,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from utils.errors import QuartetError
+from utils.errors import QuartetError, first_line
 
 # Model kinds built from their config alone (no weights read), so they can be built on the meta device.
 CONFIG_BUILT_KINDS = ("tiny", "moe")
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def check_checkpoint_file(ckpt_path: str | None) -> dict[str, Any] | None:
@@ -43,7 +38,7 @@ def check_checkpoint_file(ckpt_path: str | None) -> dict[str, Any] | None:
         with zipfile.ZipFile(p) as z:
             bad = z.testzip()  # CRC of every member: finds truncated and overwritten bytes
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise QuartetError(f"ckpt_path={p}: corrupt or truncated checkpoint ({_first_line(e)})") from None
+        raise QuartetError(f"ckpt_path={p}: corrupt or truncated checkpoint ({first_line(e)})") from None
     if bad is not None:
         raise QuartetError(f"ckpt_path={p}: corrupt checkpoint (member {bad} fails its CRC check)")
     try:
@@ -52,11 +47,11 @@ def check_checkpoint_file(ckpt_path: str | None) -> dict[str, Any] | None:
         if "weights only" in str(e).lower():
             raise QuartetError(
                 f"ckpt_path={p}: the checkpoint holds objects that weights_only loading refuses "
-                f"({_first_line(e)})"
+                f"({first_line(e)})"
             ) from None
-        raise QuartetError(f"ckpt_path={p}: corrupt checkpoint ({_first_line(e)})") from None
+        raise QuartetError(f"ckpt_path={p}: corrupt checkpoint ({first_line(e)})") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise QuartetError(f"ckpt_path={p}: corrupt or truncated checkpoint ({_first_line(e)})") from None
+        raise QuartetError(f"ckpt_path={p}: corrupt or truncated checkpoint ({first_line(e)})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
         raise QuartetError(f"ckpt_path={p}: not a Lightning checkpoint (no state_dict)")
     return ckpt
@@ -76,7 +71,7 @@ def _check_sharded_folder(p: Path) -> None:
         metadata = FileSystemReader(str(p)).read_metadata()
     except Exception as e:  # noqa: BLE001 - any unreadable metadata is a corrupt checkpoint
         raise QuartetError(
-            f"ckpt_path={p}: corrupt sharded checkpoint: .metadata ({_first_line(e)})"
+            f"ckpt_path={p}: corrupt sharded checkpoint: .metadata ({first_line(e)})"
         ) from None
     needed: dict[str, int] = {}
     for info in (metadata.storage_data or {}).values():

@@ -20,7 +20,7 @@ import torch
 
 from lightning_modules.causal_lm import CausalLMModule, write_hf_folder
 from utils.atomic import replace_folder
-from utils.errors import QuartetError
+from utils.errors import QuartetError, first_line
 from utils.temp_files import temp_path_beside
 
 META_FILE = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint
@@ -66,8 +66,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     try:
         state, hparams = load_sharded(path) if path.is_dir() else load_single_file(path)
     except Exception as e:  # a truncated shard, a non-checkpoint file, ...
-        first_line = (str(e).strip().splitlines() or [""])[0]
-        raise QuartetError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line})") from None
+        raise QuartetError(f"{path}: not a readable checkpoint ({first_line(e)})") from None
     if not isinstance(hparams, dict) or "model" not in hparams:
         raise QuartetError(f"{path}: the checkpoint has no model config in its hyper-parameters")
     return state, hparams

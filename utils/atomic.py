@@ -100,7 +100,8 @@ def replace_folder(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> 
     elif dst.is_dir() and _exchange(src, dst):
         shutil.rmtree(src)
     else:
-        aside = temp_path_beside(dst).with_name(temp_path_beside(dst).name + "-old")
+        tmp = temp_path_beside(dst)
+        aside = tmp.with_name(tmp.name + "-old")
         os.rename(dst, aside)
         os.rename(src, dst)
         shutil.rmtree(aside) if aside.is_dir() else aside.unlink()

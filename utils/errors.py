@@ -25,6 +25,12 @@ class DataError(QuartetError):
     """A data file or record is invalid. The message names the file, the line and the field."""
 
 
+def first_line(e: BaseException) -> str:
+    """``<ExceptionType>: <first line of its message>``: a library's error cut to fit one ``error:`` line."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def where(path: str | None, line: int | None = None) -> str:
     """Format a location like ``data.jsonl:12`` (or ``record 12`` when there is no file)."""
     if path is None:
