@@ -1,4 +1,4 @@
-"""Quartet evaluation: `python eval.py [task=...] [method=...] [model=...|backend=...] [key=value]`.
+"""Quartet evaluation: `python eval.py [task=...] [decoding=...] [model=...|backend=...] [key=value]`.
 
 ``main`` is a thin Hydra wrapper around the pure, importable ``evaluate(cfg)``, which runs the task
 named by ``cfg.task.runner`` (as ``generate.py`` runs ``cfg.stage.runner``). A runner is a function
@@ -6,7 +6,7 @@ named by ``cfg.task.runner`` (as ``generate.py`` runs ``cfg.stage.runner``). A r
 its module may define ``headline_metric(cfg) -> str``, the metric ``main`` returns to sweepers when
 ``optimized_metric`` is not set.
 
-Tasks: ``task=reasoning`` / ``task=reasoning_mixed`` (``tasks/reasoning.py``): greedy CoT,
+Tasks: ``task=reasoning`` / ``task=reasoning_mixed`` (``runners/reasoning.py``): greedy CoT,
 Self-Consistency and Self-Agreement (arXiv 2311.08154) under ``trainer.predict``.
 """
 
@@ -46,7 +46,7 @@ def task_runner(cfg: DictConfig) -> Callable[[DictConfig], dict[str, Any]]:
         raise ConfigError(
             [
                 "no task runner: pass task=<name> (see conf/task/); a config saved before task.runner "
-                "existed needs task.runner=tasks.reasoning.run"
+                "existed needs task.runner=runners.reasoning.run"
             ]
         )
     try:

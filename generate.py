@@ -57,7 +57,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     summary = runner(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(output_dir / "summary.json", {"task_name": cfg.get("task_name"), **summary})
+    write_json_atomic(output_dir / "summary.json", {"run_name": cfg.get("run_name"), **summary})
     return {
         k: float(v) for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }

@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
-    from lightning_modules.checkpoint_check import check_checkpoint_file, check_checkpoint_fits
+    from checkpoints.preload_check import check_checkpoint_file, check_checkpoint_fits
     from utils.config_validation import validate_train_config
     from utils.launch_env import is_rank_zero
     from utils.run_folder import resolve_ckpt_path
@@ -75,13 +75,13 @@ def _fit(
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from callbacks.checkpoint_io import BesideTargetCheckpointIO
     from callbacks.csv_logger import TrimCSVOnResume
     from callbacks.hf_export import HFExport
     from callbacks.nonfinite import NonFiniteGuard
     from callbacks.preemption import GracefulInterrupt
     from callbacks.run_summary import RunSummary, write_summary_json
     from callbacks.same_run_folder import SameRunFolder
+    from checkpoints.io_plugin import BesideTargetCheckpointIO
     from utils.errors import NonFiniteLossError, TrainingInterrupted
     from utils.rich_config import print_and_save_config
     from utils.run_folder import check_folder_reuse

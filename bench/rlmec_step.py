@@ -5,7 +5,7 @@
 Both sides train the same model (the tiny Llama of ``conf/model/tiny.yaml`` at the ``reasoning_tiny``
 size by default, identical initial weights) on the same collated batches: B policy samples from the
 bundled arithmetic problems (half of them wrong) and their B rewrites in ONE batch of 2B rows
-(``datamodules/rlmec.py``). A step is zero_grad, loss, backward, AdamW step:
+(``datamodules/rlmec_token_data.py``). A step is zero_grad, loss, backward, AdamW step:
 
 - ``rlmec``: ``RLMECModule.compute_loss`` (one forward, the shared log-prob helper, the clipped
   token-level RL term on the originals and the weighted imitation term on the rewrites);
@@ -78,9 +78,9 @@ def model_cfg(args: argparse.Namespace) -> dict[str, Any]:
 def make_batches(tokenizer: Any, args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:
     """RL batches from bundled problems: even samples correct, odd ones with a wrong last number,
     rewritten to the gold; rewards from random GRM probabilities; reference log-probs random."""
-    from datamodules.rlmec import RLMECCollator
-    from evaluation.reasoning.records import load_reasoning_records
-    from lightning_modules.losses.rlmec import grm_token_rewards
+    from algorithms.token_rewards import grm_token_rewards
+    from datamodules.rlmec_token_data import RLMECCollator
+    from reasoning.questions import load_reasoning_records
     from stages.rlmec.alignment import imitation_weights
     from stages.rlmec.steps import gold_solution
 
@@ -130,7 +130,7 @@ def build(kind: str, cfg: dict[str, Any], device: str) -> tuple[Any, torch.optim
 
 
 def step_loss(kind: str, module: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    from lightning_modules.components.logprobs import model_token_logprobs
+    from algorithms.logprobs import model_token_logprobs
 
     if kind == "rlmec":
         return module.compute_loss(batch)[0]

@@ -92,7 +92,7 @@ def write_summary_json(
         path,
         {
             **summary.summary(),
-            "task_name": cfg.get("task_name"),
+            "run_name": cfg.get("run_name"),
             "module": cfg.module._target_,
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,

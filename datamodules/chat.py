@@ -1,7 +1,7 @@
 """ChatDataModule: multi-turn chat files -> token batches with role-based loss masks.
 
 Used by chat SFT (``loss_roles: [assistant]``) and the Parrot Ask model (``loss_roles: [user]``).
-Records are read and validated (``datamodules/records.py``, ``datamodules/chat_format.py``), then
+Records are read and validated (``utils/record_files.py``, ``datamodules/chat_format.py``), then
 tokenised once with ``datasets.map`` into an Arrow cache keyed by the file, the tokenizer and every
 masking setting, so a large file is not re-tokenised on every run.
 """
@@ -18,9 +18,9 @@ from datamodules.base import TokenDataModule, cached_map, fingerprint, split_ind
 from datamodules.chat_format import ROLES, normalise_messages
 from datamodules.chat_masks import MaskPolicy, tokenize_chat
 from datamodules.collate import PadCollator
-from datamodules.records import Record, read_records
 from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
+from utils.record_files import Record, read_records
 
 log = logging.getLogger(__name__)
 

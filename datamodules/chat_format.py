@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from datamodules.records import Record
 from utils.errors import DataError
+from utils.record_files import Record
 
 ROLES = ("system", "user", "assistant")
 SHAREGPT_ROLES = {

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from jinja2.exceptions import TemplateError
 
-from models.nll import IGNORE_INDEX
+from algorithms.logprobs import IGNORE_INDEX
 from utils.errors import DataError
 
 TurnPolicy = Literal["all", "last"]

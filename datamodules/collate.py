@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from models.nll import IGNORE_INDEX
+from algorithms.logprobs import IGNORE_INDEX
 
 
 class PadCollator:

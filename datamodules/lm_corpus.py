@@ -15,9 +15,9 @@ import datasets
 
 from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.collate import PadCollator
-from datamodules.records import read_records
 from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
+from utils.record_files import read_records
 from utils.text_files import read_text
 
 

@@ -31,13 +31,13 @@ from typing import Any
 import datasets
 import torch
 
+from algorithms.logprobs import IGNORE_INDEX
 from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.chat_masks import MaskPolicy, trainable_char_spans
 from datamodules.preference_format import BAD_REASONS, BadPairError, PreferencePair, normalise_pair
-from datamodules.records import read_records
-from models.nll import IGNORE_INDEX
 from models.tokenizer import load_tokenizer
 from utils.errors import ConfigError, DataError
+from utils.record_files import read_records
 
 log = logging.getLogger(__name__)
 ANSWER_POLICY = MaskPolicy(loss_roles=("assistant",), turns="last")

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from datamodules.chat_format import Message, normalise_messages
-from datamodules.records import Record
 from utils.errors import DataError
+from utils.record_files import Record
 
 DEFAULT_NEG_TYPE = "none"
 BAD_REASONS = {

@@ -1,7 +1,7 @@
 """Reasoning questions for evaluation: files or HF datasets -> validated records -> rank shards.
 
 Records are ``{"question", "answer"}`` with GSM8K's ``#### N`` understood and optional ``choices``
-(see :mod:`evaluation.reasoning.records`). Other column names (an HF dataset's ``problem``/``solution``,
+(see :mod:`reasoning.questions`). Other column names (an HF dataset's ``problem``/``solution``,
 say) are mapped with ``fields``. :class:`ReasoningQuestionDataModule` feeds ``trainer.predict`` in
 ``eval.py``: every rank gets a strided shard of the questions, in batches of ``batch_size`` questions
 (the unit of work between sample-cache appends), as the Self-Agreement evaluation (arXiv 2311.08154)
@@ -17,9 +17,9 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from datamodules.records import Record, read_records
-from evaluation.reasoning.records import ReasoningDataError, ReasoningRecord, record_from_dict
+from reasoning.questions import ReasoningDataError, ReasoningRecord, record_from_dict
 from utils.errors import ConfigError, DataError
+from utils.record_files import Record, read_records
 
 #: Record fields and the config key that renames each (``data.fields.<name>``).
 DEFAULT_FIELDS = {

@@ -1,7 +1,7 @@
 """Reasoning SFT: ``{"question", "answer"}`` records as one-turn chats, with the evaluation's own prompt.
 
 The user turn is exactly the chain-of-thought prompt that ``eval.py`` sends
-(:func:`evaluation.reasoning.prompts.build_cot_prompt` with the same prompt settings), and the assistant turn is
+(:func:`reasoning.prompts.build_cot_prompt` with the same prompt settings), and the assistant turn is
 the record's rationale followed by the answer statement (``The answer is 42.``) that the extractor
 reads. The loss is on the assistant tokens. A model trained this way can then be evaluated with greedy
 CoT, Self-Consistency and Self-Agreement (arXiv 2311.08154) without any prompt mismatch.
@@ -14,10 +14,10 @@ from typing import Any
 
 from datamodules.chat import ChatDataModule
 from datamodules.reasoning import check_fields, to_reasoning_record
-from datamodules.records import Record
-from evaluation.reasoning.prompts import PromptSettings, build_cot_prompt, format_solution
 from evaluation.reasoning.spec import PROMPT_KEYS
+from reasoning.prompts import PromptSettings, build_cot_prompt, format_solution
 from utils.errors import ConfigError
+from utils.record_files import Record
 
 
 def sft_messages(record: Any, settings: PromptSettings) -> list[dict[str, str]]:

@@ -1,6 +1,6 @@
 """Shared inference layer, used by eval.py, generate.py stages and training callbacks alike: generation
 backends (HF, vLLM, OpenAI-compatible HTTP), sampling settings, chat templating, the KV cache,
-stopping, answer extraction and the resumable sample cache.
+stopping and the resumable sample cache (answer extraction is in ``reasoning/answers.py``).
 
 Typical use::
 
@@ -12,7 +12,7 @@ Typical use::
 The reasoning methods (greedy CoT, Self-Consistency, Self-Agreement) and their evaluator live in
 ``evaluation/reasoning/``.
 
-Names are imported lazily, so ``import inference.extraction`` does not pull in torch/transformers.
+Names are imported lazily, so ``import inference.sampling`` does not pull in torch/transformers.
 """
 
 from __future__ import annotations
@@ -33,10 +33,6 @@ _EXPORTS = {
     "apply_chat_template": "inference.chat",
     "count_tokens": "inference.chat",
     "encode_prompt": "inference.chat",
-    "extract_answer": "inference.extraction",
-    "extract_choice": "inference.extraction",
-    "extract_number": "inference.extraction",
-    "extract_yes_no": "inference.extraction",
     "SampleCache": "inference.sample_cache",
     "SamplingParams": "inference.sampling",
 }

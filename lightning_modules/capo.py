@@ -2,8 +2,8 @@
 
 DPO-style training on pairs whose rejected answer was produced under a corrupted context, with every
 log-prob taken under the true full context (the data's ``prompt_ids``). The objective is
-``lightning_modules/losses/capo.py``; the reference model is handled by
-``lightning_modules/components/reference_policy.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
+``algorithms/losses/capo.py``; the reference model is handled by
+``algorithms/reference.py`` (``copy`` | ``precomputed`` | ``adapter_off``).
 
 Each step runs ONE policy forward over the concatenated [chosen; rejected] batch (2B rows), with the
 LM head applied only to response positions, plus one no-grad reference forward in the live modes.
@@ -21,12 +21,11 @@ from typing import Any
 
 import torch
 
+from algorithms import reference as ref_lib
+from algorithms.logprobs import masked_nll, model_token_logprobs
+from algorithms.losses.capo import LOSS_TYPES, capo_loss
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components import reference_policy as ref_lib
-from lightning_modules.components.logprobs import model_token_logprobs
 from lightning_modules.components.precomputed_reference import PrecomputedReference
-from lightning_modules.losses.capo import LOSS_TYPES, capo_loss
-from models.nll import masked_nll
 from utils.errors import ConfigError, QuartetError
 
 # The frozen reference copy is kept in eval mode on purpose; Lightning would warn about it every fit.
@@ -173,10 +172,19 @@ class CaPOModule(CausalLMModule):
                     "not run for this data (it runs at the start of fit)"
                 )
             return torch.cat([batch[REF_COLUMNS[0]], batch[REF_COLUMNS[1]]]).float()
-        if self.reference_mode == "copy":
-            return self.sequence_logps(self.ref_model, batch)[0]
-        with ref_lib.adapter_disabled(self.model), ref_lib.eval_mode(self.model):
-            return self.sequence_logps(self.model, batch)[0]
+        copy = self.reference_mode == "copy"
+        return self._frozen_sequence_logps(
+            self.ref_model if copy else self.model, batch, adapter_off=not copy
+        )
+
+    def _frozen_sequence_logps(
+        self, model: torch.nn.Module, batch: dict[str, Any], adapter_off: bool
+    ) -> torch.Tensor:
+        """Summed response log-probs [2B] under a frozen model (``ref_lib.frozen_token_logprobs``)."""
+        logp, _ = ref_lib.frozen_token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["labels"], adapter_off=adapter_off
+        )
+        return logp.sum(-1)
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The CaPO loss of one batch and its per-pair metrics (see ``capo_loss``)."""
@@ -284,12 +292,7 @@ class CaPOModule(CausalLMModule):
     def _score_reference(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """π_ref sequence log-probs of one batch under the initial policy (adapter off for LoRA)."""
         n = batch["neg_type"].shape[0]
-        with ref_lib.eval_mode(self.model):
-            if ref_lib.is_peft_model(self.model):
-                with ref_lib.adapter_disabled(self.model):
-                    logps = self.sequence_logps(self.model, batch)[0]
-            else:
-                logps = self.sequence_logps(self.model, batch)[0]
+        logps = self._frozen_sequence_logps(self.model, batch, adapter_off=True)
         return {REF_COLUMNS[0]: logps[:n], REF_COLUMNS[1]: logps[n:]}
 
     # ---- checkpoints: the precomputed reference and the epoch's tally travel with them -----------

@@ -1,7 +1,7 @@
 """RLMECModule: token-level RL from a generative reward model under a minimum-editing constraint
-(METHODS.md §3, step 7; loss in ``lightning_modules/losses/rlmec.py``).
+(METHODS.md §3, step 7; loss in ``algorithms/losses/rlmec.py``).
 
-Offline over fixed RL data (``datamodules/rlmec.py``): the token rewards r_t, the reference
+Offline over fixed RL data (``datamodules/rlmec_token_data.py``): the token rewards r_t, the reference
 log-probs log π_ref(y_t) and the imitation weights ω_j come precomputed with the data, so the frozen
 reference costs nothing during training. Each step runs ONE forward of the policy over the batch of
 2B rows (the B original solutions, then their B rewrites) through the shared log-prob helper, which
@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from algorithms import reference as ref_lib
+from algorithms.logprobs import model_token_logprobs
+from algorithms.losses.rlmec import NORMALIZERS, rlmec_loss
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components import reference_policy as ref_lib
-from lightning_modules.components.logprobs import model_token_logprobs
-from lightning_modules.losses.rlmec import NORMALIZERS, rlmec_loss
 from utils.errors import ConfigError
 
 REWARD_MODES = ("token", "sequence")

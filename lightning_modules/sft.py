@@ -1,7 +1,7 @@
 """SFTModule: chat SFT (loss on assistant tokens) and the Parrot Ask model (loss on user tokens).
 
 Which tokens carry loss is decided by the data (``ChatDataModule.loss_roles``); the module minimises
-the masked causal-LM loss of ``lightning_modules/losses/sft.py``.
+the masked causal-LM loss of ``algorithms/losses/sft.py``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
+from algorithms.logprobs import labelled_logits
+from algorithms.losses.sft import IGNORE_INDEX, masked_causal_lm_loss, selected_tokens_loss
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.components.logprobs import labelled_logits
-from lightning_modules.losses.sft import IGNORE_INDEX, masked_causal_lm_loss, selected_tokens_loss
 
 
 class SFTModule(CausalLMModule):

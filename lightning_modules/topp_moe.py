@@ -1,7 +1,7 @@
 """TopPMoEModule: language-model training with Top-P (dynamic) MoE routing (METHODS.md §4,
 arXiv 2403.07652).
 
-Objective, with the aux losses averaged over the MoE layers (``lightning_modules/losses/moe.py``)::
+Objective, with the aux losses averaged over the MoE layers (``algorithms/losses/moe.py``)::
 
     L = L_lm + alpha * L_b + beta * L_d (+ z * L_z)        alpha = 1e-2, beta = 1e-4, z = 0
 
@@ -38,9 +38,9 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.text import Perplexity
 
+from algorithms.losses.moe import balance_loss, moe_aux_loss, router_z_loss, routing_stats
+from algorithms.losses.sft import IGNORE_INDEX, masked_causal_lm_loss
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.losses.moe import balance_loss, moe_aux_loss, router_z_loss, routing_stats
-from lightning_modules.losses.sft import IGNORE_INDEX, masked_causal_lm_loss
 from models.moe_factory import MOE_KINDS, moe_config_problems
 from utils.errors import ConfigError
 

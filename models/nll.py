@@ -1,6 +1,6 @@
 """The masked next-token negative log-likelihood, written once (torch only, no Quartet imports).
 
-Used by chat SFT / the Ask model (``lightning_modules/losses/sft.py``), CaPO's SFT term
+Used by chat SFT / the Ask model (``algorithms/losses/sft.py``), CaPO's SFT term
 (``lightning_modules/capo.py``) and the Quartet MoE model's ``forward(labels=...)``. It has no Quartet
 imports because it is copied, with the MoE modeling files, into every exported ``hf_model/`` folder.
 """

@@ -4,7 +4,7 @@
 #   2. the Parrot Ask model     (train.py model=hf data=ask)
 #   3. CaPO negatives           (generate.py stage=capo_negatives, the model as the generator)
 #   4. CaPO on those pairs      (train.py model=hf module=capo data=preference, precomputed reference)
-#   5. reasoning evaluation     (eval.py method=all: greedy, Self-Consistency, Self-Agreement)
+#   5. reasoning evaluation     (eval.py decoding=all: greedy, Self-Consistency, Self-Agreement)
 # on a few bundled real dialogues and questions. Each step prints its result; the first failure stops
 # the script with that step's error.
 #
@@ -51,7 +51,7 @@ echo "== 4/5 CaPO (precomputed reference) -> $OUT/capo"
 loss "$OUT/capo"
 
 echo "== 5/5 evaluation: greedy, SC, Self-Agreement -> $OUT/eval"
-"$PY" eval.py method=all model=hf "model.pretrained=$MODEL" "data.path=$QUESTIONS" data.limit=2 \
-  method.num_paths=2 method.max_new_tokens=48 print_config=false progress=false "hydra.run.dir=$OUT/eval"
+"$PY" eval.py decoding=all model=hf "model.pretrained=$MODEL" "data.path=$QUESTIONS" data.limit=2 \
+  decoding.num_paths=2 decoding.max_new_tokens=48 print_config=false progress=false "hydra.run.dir=$OUT/eval"
 "$PY" -c "import json,sys; r=json.load(open(sys.argv[1])); print('  ' + ', '.join(f'{k} {v[\"accuracy\"]:.2f}' for k, v in r['metrics'].items()))" "$OUT/eval/results.json"
 echo "all pipelines ran on $MODEL"

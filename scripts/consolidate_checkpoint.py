@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <run>/hf_model)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
-    from lightning_modules.consolidate import consolidate
+    from checkpoints.consolidate import consolidate
 
     try:
         out = consolidate(args.checkpoint, args.out, overwrite=args.overwrite)

@@ -27,7 +27,7 @@ def read_run(run: Path) -> dict:
     val = [r for r in rows if r.get("val/loss")]
     out: dict = {
         "run": run.name if run.name not in ("", ".") else str(run),
-        "task": summary.get("task_name"),
+        "task": summary.get("run_name"),
         "steps": summary.get("global_step"),
         "wall_time_s": summary.get("wall_time_s"),
         "val_loss": _float(val[-1]["val/loss"]) if val else None,

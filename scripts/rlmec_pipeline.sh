@@ -50,7 +50,7 @@ train() {  # train NAME [overrides...]: skipped when OUT/NAME/hf_model exists
 }
 evaluate() {  # evaluate NAME MODEL_DIR: greedy CoT accuracy on EVAL_DATA
   if [[ ! -f "$OUT/eval_$1/results.json" ]]; then
-    "$PY" eval.py method=greedy model=hf model.pretrained="$2" data.path="$EVAL_DATA" progress=false \
+    "$PY" eval.py decoding=greedy model=hf model.pretrained="$2" data.path="$EVAL_DATA" progress=false \
       print_config=false hydra.run.dir="$OUT/eval_$1"
   fi
 }

@@ -9,9 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.sampling import SamplingParams
+from reasoning.questions import ReasoningRecord
 
 
 def _h(*parts: object) -> int:

@@ -35,7 +35,7 @@ PRELOAD = (
     "datamodules.chat",
     "datamodules.preference",
     "datamodules.lm_corpus",
-    "datamodules.rlmec",
+    "datamodules.rlmec_token_data",
 )
 
 

@@ -66,7 +66,7 @@ def assert_consolidated_equals_export(run: Path, trust_remote_code: bool = False
     with ``transformers``. Returns the consolidated folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lightning_modules.consolidate import consolidate
+    from checkpoints.consolidate import consolidate
 
     out = consolidate(run / "checkpoints" / "last.ckpt", run / "consolidated")
     assert_same_export(run / "hf_model", out)

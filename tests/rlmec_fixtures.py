@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from evaluation.reasoning.records import load_reasoning_records
-from lightning_modules.losses.rlmec import grm_token_rewards
+from algorithms.token_rewards import grm_token_rewards
+from reasoning.questions import load_reasoning_records
 from stages.rlmec.alignment import imitation_weights
 from stages.rlmec.steps import gold_solution
 

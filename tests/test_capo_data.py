@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from algorithms.logprobs import model_token_logprobs
 from datamodules.preference import PreferenceCollator, PreferenceDataModule, encode_pair, split_by_group
 from datamodules.preference_format import normalise_pair
-from datamodules.records import Record
-from lightning_modules.components.logprobs import model_token_logprobs
 from utils.errors import DataError
+from utils.record_files import Record
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = str(ROOT / "assets" / "tokenizer")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lightning_modules.losses.capo import capo_loss
+from algorithms.losses.capo import capo_loss
 
 # Two pairs: policy / reference sequence log-probs of the chosen and rejected answers.
 PC = torch.tensor([-10.0, -4.0])

@@ -20,7 +20,7 @@ def test_smoke_debug_config_composes_for_each_pipeline(tmp_path, module, data):
     t = cfg.trainer
     assert (t.max_steps, t.limit_val_batches, t.enable_checkpointing, cfg.export) == (2, 0, False, False)
     assert (cfg.data.max_length, cfg.data.batch_size, cfg.data.val_fraction) == (256, 2, 0)
-    assert not cfg.callbacks and list(cfg.logger) == ["csv"] and cfg.task_name == "smoke"
+    assert not cfg.callbacks and list(cfg.logger) == ["csv"] and cfg.run_name == "smoke"
     assert cfg.data.tokenizer == "/models/m"
 
 

@@ -11,10 +11,10 @@ import pytest
 from tests.helpers import compose_cfg, run_script
 
 SMALL = [
-    "method=all",
-    "method.num_paths=3",
-    "method.ks=[1,3]",
-    "method.max_new_tokens=12",
+    "decoding=all",
+    "decoding.num_paths=3",
+    "decoding.ks=[1,3]",
+    "decoding.max_new_tokens=12",
     "data.limit=5",
     "print_config=false",
     "progress=false",
@@ -25,7 +25,7 @@ def _reference(cfg, tiny_hf_dir, batch_size: int) -> dict:
     """The same evaluation straight through the inference layer (no Hydra, no Lightning)."""
     from datamodules.reasoning import load_questions
     from inference.backends.hf import HFBackend
-    from tasks.reasoning import build_spec
+    from runners.reasoning import build_spec
 
     records = load_questions(cfg.data.path, limit=cfg.data.limit)
     backend = HFBackend.from_pretrained(str(tiny_hf_dir), dtype="float32", batch_size=batch_size)
@@ -56,7 +56,7 @@ def test_evaluate_writes_results_equal_to_the_inference_layer(tmp_path, tiny_hf_
 
     # A rerun in the same folder (a new k included) samples nothing: agreement calls for k=2 only.
     again = compose_cfg(
-        [*SMALL, "model=hf", f"model.pretrained={tiny_hf_dir}", "method.ks=[1,2,3]"],
+        [*SMALL, "model=hf", f"model.pretrained={tiny_hf_dir}", "decoding.ks=[1,2,3]"],
         tmp_path,
         config_name="eval",
     )
@@ -163,7 +163,7 @@ def test_evaluate_through_an_openai_compatible_server(tmp_path, monkeypatch, cap
             f"backend.base_url={server.url}",
             "backend.model=served-model",
             "backend.api_key_env=EVAL_TEST_KEY",
-            "method=all",
+            "decoding=all",
             f"data.path={data}",
             "print_config=false",
             "progress=false",

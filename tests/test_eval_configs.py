@@ -9,11 +9,11 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
-from evaluation.reasoning.prompts import AGREEMENT_PATH_TEMPLATE, AGREEMENT_TEMPLATE
+from reasoning.prompts import AGREEMENT_PATH_TEMPLATE, AGREEMENT_TEMPLATE
 from tests.helpers import CONF, compose_cfg
 
 # eval.py's own groups, every option; plus the shared groups' options an evaluation uses.
-EVAL_GROUPS = ["task", "method", "backend", "judge"]
+EVAL_GROUPS = ["task", "decoding", "backend", "judge"]
 OPTIONS = [(g, p.stem) for g in EVAL_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
 OPTIONS += [("model", "tiny"), ("model", "hf"), ("trainer", "ddp"), ("trainer", "gpu"), ("trainer", "cpu")]
 NEEDS = {
@@ -30,7 +30,7 @@ MULTI_TURN = {("task", "mt_bench"), *(("judge", p.stem) for p in (CONF / "judge"
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir) -> None:
-    from tasks.reasoning import build_spec
+    from runners.reasoning import build_spec
 
     extra = NEEDS.get((group, option), [])
     if (group, option) == ("model", "hf"):
@@ -38,7 +38,7 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
     cfg = compose_cfg([f"{group}={option}", *extra], tmp_path, config_name="eval")
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if (group, option) in MULTI_TURN:  # MT-Bench: FastChat questions, a judge, its own runner
-        assert cfg.task.runner == "tasks.mt_bench.run" and cfg.data.path.endswith("question.jsonl")
+        assert cfg.task.runner == "runners.mt_bench.run" and cfg.data.path.endswith("question.jsonl")
         assert cfg.judge.backend in ("hf", "vllm", "openai_http", "standin")
         return
     assert cfg.data._target_ == "datamodules.reasoning.ReasoningQuestionDataModule"
@@ -47,7 +47,7 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
 
 
 def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
-    from tasks.reasoning import build_spec, headline_metric
+    from runners.reasoning import build_spec, headline_metric
 
     cfg = compose_cfg([], tmp_path, config_name="eval")
     spec = build_spec(cfg)
@@ -59,7 +59,7 @@ def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
     assert headline_metric(cfg) == "reasoning/sa@5/accuracy"
     assert cfg.paths.output_dir == str(tmp_path) and cfg.cache_dir == f"{tmp_path}/cache"
 
-    every = build_spec(compose_cfg(["method=all", "method.ks=[1,3,5]"], tmp_path, config_name="eval"))
+    every = build_spec(compose_cfg(["decoding=all", "decoding.ks=[1,3,5]"], tmp_path, config_name="eval"))
     assert every.methods == ("greedy", "sc", "sa") and every.ks == (1, 3, 5)
     grid = compose_cfg(
         ["task=reasoning_mixed", "prompt.answer_format_known=false"], tmp_path, config_name="eval"
@@ -70,11 +70,11 @@ def test_defaults_are_self_agreement_with_the_papers_settings(tmp_path) -> None:
 
 
 def test_config_problems_are_reported_together(tmp_path) -> None:
-    from tasks.reasoning import validate_eval_config
+    from runners.reasoning import validate_eval_config
     from utils.errors import ConfigError
 
     cfg = compose_cfg(
-        ["method.num_paths=0", "trainer=fsdp", "backend=openai_http", "task.extraction_mode=fuzzy"],
+        ["decoding.num_paths=0", "trainer=fsdp", "backend=openai_http", "task.extraction_mode=fuzzy"],
         tmp_path,
         config_name="eval",
     )
@@ -83,7 +83,7 @@ def test_config_problems_are_reported_together(tmp_path) -> None:
     text = str(err.value)
     assert "backend.base_url is required" in text and "backend.model is required" in text
     assert "use trainer=ddp" in text
-    assert "method.num_paths (m, sampled paths per question) must be an integer >= 1, got 0" in text
+    assert "decoding.num_paths (m, sampled paths per question) must be an integer >= 1, got 0" in text
     assert "extraction_mode='fuzzy'" in text
     cfg = compose_cfg(["+trainer.strategy=fsdp"], tmp_path, config_name="eval")
     with pytest.raises(ConfigError, match="use trainer=ddp"):
@@ -119,7 +119,7 @@ def test_bad_input_gives_one_error_line_and_exit_2(tmp_path, tiny_hf_dir, capsys
             r"^error: tokenizer .*no_template' has no chat template, but prompt.chat=true: give one with "
             r"model.chat_template=",
         ),
-        "m": (["method.num_paths=0"], r"^error: invalid config: method.num_paths \(m, sampled paths"),
+        "m": (["decoding.num_paths=0"], r"^error: invalid config: decoding.num_paths \(m, sampled paths"),
     }
     for name, (overrides, pattern) in cases.items():
         out = tmp_path / name

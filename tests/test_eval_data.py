@@ -11,7 +11,7 @@ import pytest
 
 from datamodules.reasoning import ReasoningQuestionDataModule, load_questions, shard
 from datamodules.reasoning_sft import ReasoningSFTDataModule
-from evaluation.reasoning.prompts import PromptSettings, build_cot_prompt
+from reasoning.prompts import PromptSettings, build_cot_prompt
 from tests.conftest import ROOT
 from utils.errors import ConfigError, DataError
 
@@ -123,6 +123,6 @@ def test_reasoning_sft_renders_eval_prompt_and_masks_the_answer(tmp_path) -> Non
 
 
 def _records(path):
-    from datamodules.records import read_records
+    from utils.record_files import read_records
 
     return read_records(path)

@@ -111,10 +111,10 @@ def test_spec_defaults_aliases_and_problems() -> None:
         )
     text = str(err.value)
     for needle in (
-        "method.temprature is not a method setting",
+        "decoding.temprature is not a decoding setting",
         "prompt.colour is not a prompt setting",
-        "method.methods=['beam']",
-        "method.num_paths (m, sampled paths per question) must be an integer >= 1, got 0",
+        "decoding.methods=['beam']",
+        "decoding.num_paths (m, sampled paths per question) must be an integer >= 1, got 0",
         "extraction_mode='fuzzy'",
     ):
         assert needle in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inference.extraction import (
+from reasoning.answers import (
     extract_answer,
     extract_choice,
     extract_number,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lightning_modules.checkpoint_check import (
+from checkpoints.preload_check import (
     check_checkpoint_file,
     check_checkpoint_fits,
     config_diff,

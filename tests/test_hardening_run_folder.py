@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from callbacks.checkpoint_io import BesideTargetCheckpointIO
+from checkpoints.io_plugin import BesideTargetCheckpointIO
 from tests.helpers import FAST, compose_cfg
 from train import train
 from utils.errors import QuartetError

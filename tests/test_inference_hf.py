@@ -211,8 +211,8 @@ def test_sampling_params_validation() -> None:
 
 def test_evaluate_reasoning_with_hf_backend(backend, tmp_path) -> None:
     from evaluation.reasoning.evaluator import evaluate_reasoning
-    from evaluation.reasoning.prompts import PromptSettings
-    from evaluation.reasoning.records import load_reasoning_records
+    from reasoning.prompts import PromptSettings
+    from reasoning.questions import load_reasoning_records
     from tests.inference_helpers import REPO
 
     records = load_reasoning_records(REPO / "data" / "reasoning" / "mixed_test.jsonl", limit=4)

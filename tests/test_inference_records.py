@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.reasoning.records import ReasoningDataError, load_reasoning_records, split_answer
+from reasoning.questions import ReasoningDataError, load_reasoning_records, split_answer
 from scripts.make_reasoning_data import main as make_data
 from tests.inference_helpers import REPO
 

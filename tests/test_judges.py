@@ -1,4 +1,4 @@
-"""The shared judges (inference/judges.py): rating and yes/no parsing on real-looking judge outputs,
+"""The shared judges (evaluation/judges.py): rating and yes/no parsing on real-looking judge outputs,
 the judges on a scripted backend with the sample cache, and failures counted, never scored."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from inference.judges import (
+from evaluation.judges import (
     RatingJudge,
     Verdict,
     YesNoJudge,

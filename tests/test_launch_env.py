@@ -103,7 +103,7 @@ def test_only_rank_zero_saves_the_hydra_config(launch_env, tmp_path):
 
 
 def test_clock_named_run_folder_is_refused_under_torchrun(launch_env):
-    default = "${quartet_run_dir:${resume_dir},${paths.log_dir}/${task_name}/runs/${now:%Y-%m-%d_%H-%M-%S}}"
+    default = "${quartet_run_dir:${resume_dir},${paths.log_dir}/${run_name}/runs/${now:%Y-%m-%d_%H-%M-%S}}"
     check_shared_run_dir(default, None)  # one process: the default folder is fine
     launch_env(**_torchrun(1, 0))
     with pytest.raises(ConfigError, match=r"hydra.run.dir: under torchrun \(2 ranks\) every rank must use"):

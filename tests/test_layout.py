@@ -122,3 +122,59 @@ def test_no_import_cycle_between_modules_or_packages():
         packages.setdefault(top, set()).update(d for d in deps if d != top)
     assert find_cycle(packages) is None, packages
     assert "models" in packages and not packages["models"] & {"lightning_modules", "datamodules", "inference"}
+
+
+#: The documented layer order (docs/architecture.md): a package imports only packages in earlier layers.
+LAYERS: list[set[str]] = [
+    {"utils"},
+    {"models"},
+    {"inference"},
+    {"reasoning"},
+    {"algorithms"},
+    {"evaluation"},
+    {"datamodules"},
+    {"lightning_modules"},
+    {"checkpoints"},
+    {"callbacks"},
+    {"runners", "stages"},
+]
+
+
+def package_graph() -> dict[str, set[str]]:
+    """Top-level package -> the first-party packages it imports (every import, lazy ones included)."""
+    files = parsed()
+    known = set(files)
+    packages: dict[str, set[str]] = {}
+    for m, (p, t) in files.items():
+        if m.startswith("tests") or "." not in m:
+            continue
+        top = m.split(".")[0]
+        deps = {d.split(".")[0] for d in imported_modules(m, p, t, known, top_level_only=False)}
+        packages.setdefault(top, set()).update(d for d in deps if d != top)
+    return packages
+
+
+def layer_violations(graph: dict[str, set[str]], layers: list[set[str]]) -> list[str]:
+    """``"a imports b"`` for every import of a package in the same or a later layer."""
+    rank = {pkg: i for i, layer in enumerate(layers) for pkg in layer}
+    return sorted(
+        f"{pkg} imports {dep}"
+        for pkg, deps in graph.items()
+        for dep in deps
+        if pkg in rank and dep in rank and rank[dep] >= rank[pkg]
+    )
+
+
+def test_packages_follow_the_documented_layer_order():
+    graph = package_graph()
+    assert set(graph) <= {p for layer in LAYERS for p in layer} | {"bench", "scripts", "tests_vllm"}, graph
+    assert layer_violations(graph, LAYERS) == []
+    assert "lightning_modules" not in graph.get("stages", set())
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert " → ".join(", ".join(sorted(layer)) for layer in LAYERS) in text
+
+
+def test_the_layer_rule_can_fail():
+    assert layer_violations({"a": {"b"}, "b": set()}, [{"b"}, {"a"}]) == []
+    assert layer_violations({"a": {"b"}, "b": {"a"}}, [{"b"}, {"a"}]) == ["b imports a"]
+    assert layer_violations({"a": {"c"}, "c": set()}, [{"a", "c"}]) == ["a imports c"]

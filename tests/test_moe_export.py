@@ -152,7 +152,7 @@ def test_generate_backend_loads_it_in_a_fresh_process(moe_export, tmp_path):
 def test_eval_py_runs_on_an_exported_moe_folder(moe_export, tmp_path):
     from eval import evaluate
 
-    overrides = ["model=hf", f"model.pretrained={moe_export}", "method=greedy", "method.max_new_tokens=6"]
+    overrides = ["model=hf", f"model.pretrained={moe_export}", "decoding=greedy", "decoding.max_new_tokens=6"]
     cfg = compose_cfg(
         [*overrides, "data.limit=3", "print_config=false", "progress=false"], tmp_path, config_name="eval"
     )

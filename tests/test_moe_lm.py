@@ -16,7 +16,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from lightning_modules.losses.moe import moe_aux_loss
+from algorithms.losses.moe import moe_aux_loss
 from models.quartet_moe import (
     QuartetMoEConfig,
     QuartetMoEDecoderLayer,

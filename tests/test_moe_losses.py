@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lightning_modules.losses.moe import (
+from algorithms.losses.moe import (
     balance_loss,
     dynamic_loss,
     moe_aux_loss,

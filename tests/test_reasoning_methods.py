@@ -17,16 +17,16 @@ from evaluation.reasoning.evaluator import (
     write_results,
 )
 from evaluation.reasoning.methods import majority_vote, self_agreement, self_consistency
-from evaluation.reasoning.prompts import (
+from inference.backends.base import Completion, GenerationBackend, Prompt
+from inference.sample_cache import SampleCache, cache_key
+from inference.sampling import SamplingParams
+from reasoning.prompts import (
     PromptSettings,
     build_agreement_prompt,
     build_agreement_text,
     build_cot_prompt,
 )
-from evaluation.reasoning.records import ReasoningRecord
-from inference.backends.base import Completion, GenerationBackend, Prompt
-from inference.sample_cache import SampleCache, cache_key
-from inference.sampling import SamplingParams
+from reasoning.questions import ReasoningRecord
 
 Q1 = ReasoningRecord(
     id="q1",

@@ -1,11 +1,11 @@
-"""RLMECDataModule (datamodules/rlmec.py): exact masks and per-token layout, and bad-input errors."""
+"""RLMECDataModule (datamodules/rlmec_token_data.py): exact masks and per-token layout, and bad-input errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from datamodules.rlmec import RLMECCollator, RLMECDataModule
+from datamodules.rlmec_token_data import RLMECCollator, RLMECDataModule
 from tests.rlmec_fixtures import ROOT, rl_records, write_jsonl
 from utils.errors import DataError
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.reasoning.records import ReasoningRecord, load_reasoning_records
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.sampling import SamplingParams
+from reasoning.questions import ReasoningRecord, load_reasoning_records
 from stages.rlmec.arith_rules import answer_in_prediction_style, arith_rules, equations_hold, first_wrong_step
 from stages.rlmec.editor import minimum_edit_rewrite, model_editor
 from stages.rlmec.steps import gold_solution, parse_first_error, split_steps

@@ -1,4 +1,4 @@
-"""RLMEC loss and reward map (lightning_modules/losses/rlmec.py) against the formulas computed by hand."""
+"""RLMEC loss and reward map (algorithms/losses/rlmec.py) against the formulas computed by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from lightning_modules.losses.rlmec import grm_token_rewards, rlmec_loss
+from algorithms.losses.rlmec import rlmec_loss
+from algorithms.token_rewards import grm_token_rewards
 
 
 # ---------------------------------------------------------------- reward map

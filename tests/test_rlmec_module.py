@@ -10,7 +10,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from lightning_modules.losses.rlmec import rlmec_loss
+from algorithms.losses.rlmec import rlmec_loss
 from tests.helpers import FAST, assert_bitwise_equal, compose_cfg, load_weights
 from tests.rlmec_fixtures import rl_records, write_jsonl
 from utils.errors import ConfigError

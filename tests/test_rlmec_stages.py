@@ -11,19 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.rlmec import validate_record
-from evaluation.reasoning.prompts import PromptSettings
+from datamodules.rlmec_token_data import validate_record
 from inference.generation_cache import CachedGenerator
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
+from reasoning.prompts import PromptSettings
 from stages.common import write_jsonl_atomic
 from stages.rlmec.arith_rules import arith_rules
 from stages.rlmec.baseline_data import baseline_rows
 from stages.rlmec.edit import edit_samples
 from stages.rlmec.grm_data import grm_examples
-from stages.rlmec.records import SAMPLE_FIELDS, BadRecords, iter_checked
 from stages.rlmec.rl_data import build_rl_records, tokenizer_mismatch
 from stages.rlmec.sample import load_problems, sample_problems
+from stages.rlmec.sample_records import SAMPLE_FIELDS, BadRecords, iter_checked
 from stages.rlmec.token_scoring import TeacherForcedScorer, cached_scorer
 from tests.fake_backends import ScriptedBackend, last_content
 from tests.inference_helpers import tiny_llama

@@ -10,9 +10,9 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForCausalLM
 
-from lightning_modules.components.logprobs import sequence_logprobs, token_logprobs
+from algorithms.logprobs import sequence_logprobs, token_logprobs
+from algorithms.losses.sft import masked_causal_lm_loss
 from lightning_modules.components.optim import WarmupCosine
-from lightning_modules.losses.sft import masked_causal_lm_loss
 from tests.helpers import FAST, compose_cfg, load_weights
 from train import train
 
@@ -102,8 +102,8 @@ def test_lora_trains_adapters_only_and_exports_merged(tmp_path, tiny_hf_dir):
 def test_head_on_counted_positions_only_gives_the_full_logits_loss(tokenizer):
     """SFT training runs the LM head on the counted positions only (``labelled_logits``); its loss, token
     count and hits equal the full-logits ``masked_causal_lm_loss``."""
-    from lightning_modules.components.logprobs import labelled_logits
-    from lightning_modules.losses.sft import selected_tokens_loss
+    from algorithms.logprobs import labelled_logits
+    from algorithms.losses.sft import selected_tokens_loss
     from tests.inference_helpers import tiny_llama
 
     model = tiny_llama(len(tokenizer), seed=0, hidden=32)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from lightning.pytorch.strategies import ModelParallelStrategy
 
-from callbacks.sharded_checkpoint import AtomicModelParallelStrategy
+from checkpoints.sharded_strategy import AtomicModelParallelStrategy
 from utils import atomic
 from utils.atomic import replace_folder
 from utils.temp_files import remove_stale_temp_files

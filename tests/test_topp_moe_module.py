@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 
-from lightning_modules.losses.moe import routing_stats
+from algorithms.losses.moe import routing_stats
 from lightning_modules.topp_moe import RoutingStats, TopPMoEModule
 from tests.helpers import compose_cfg
 from utils.errors import ConfigError

@@ -17,8 +17,8 @@ from tests_vllm.conftest import ROOT, SERVED_NAME
 QUESTIONS = ROOT / "data" / "realmodel" / "questions.jsonl"
 EVAL_ARGS = [
     f"data.path={QUESTIONS}",
-    "method=greedy",
-    "method.max_new_tokens=32",
+    "decoding=greedy",
+    "decoding.max_new_tokens=32",
     "print_config=false",
     "progress=false",
 ]

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from utils.deprecated_names import apply_to_argv
 from utils.errors import QuartetError
 from utils.run_folder import load_resume_config
 
@@ -30,6 +31,7 @@ def run_cli(main: Callable[[], Any]) -> None:
     key), add a hint after Hydra's own message."""
     global _TASK_STARTED, _ERROR_REPORTED
     _TASK_STARTED = _ERROR_REPORTED = False
+    apply_to_argv()
     try:
         main()
     except SystemExit as e:

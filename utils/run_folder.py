@@ -26,7 +26,7 @@ CONFIG_GROUPS = (
     "hparams_search",
     # eval.py's groups
     "task",
-    "method",
+    "decoding",
     "backend",
 )
 

@@ -7,5 +7,5 @@
 - ``scoring.py``: metrics as a pure function of the per-question rows, and shard merging;
 - ``spec.py``: :class:`ReasoningEvalSpec`, the settings shared by ``eval.py`` and the training callback;
 
-The ``eval.py`` task that runs it under ``trainer.predict`` is ``tasks/reasoning.py``.
+The ``eval.py`` task that runs it under ``trainer.predict`` is ``runners/reasoning.py``.
 """

@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.reasoning.methods import ProgressFn, generate_cached, self_agreement, self_consistency
-from evaluation.reasoning.prompts import PromptSettings, build_cot_prompt
-from evaluation.reasoning.records import ReasoningRecord
 from evaluation.reasoning.scoring import method_key_order, pool_settings, score_rows
 from inference.backends.base import Completion, GenerationBackend, group_token_cost
-from inference.extraction import EXTRACTION_MODES, extract_answer, is_correct
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
+from reasoning.answers import EXTRACTION_MODES, extract_answer, is_correct
+from reasoning.prompts import PromptSettings, build_cot_prompt
+from reasoning.questions import ReasoningRecord
 from utils.atomic import write_jsonl_atomic, write_text_atomic
 
 METHODS = ("greedy", "sc", "sa")
@@ -108,12 +108,12 @@ def evaluate_reasoning(
 
     Args:
         backend: any :class:`GenerationBackend`.
-        records: the questions (see :func:`evaluation.reasoning.records.load_reasoning_records`).
+        records: the questions (see :func:`reasoning.questions.load_reasoning_records`).
         methods: a subset of ``("greedy", "sc", "sa")``.
         ks: path counts for maj@k / agree@k (each ``1 <= k <= m``); default ``[m]``.
         num_paths: m, the number of sampled paths per question; default ``max(ks)`` or
             ``sampling.n``.
-        extraction_mode: ``strict``, ``flexible`` or ``auto`` (see :mod:`inference.extraction`).
+        extraction_mode: ``strict``, ``flexible`` or ``auto`` (see :mod:`reasoning.answers`).
         prompt_settings: chat on/off, scenario grid, templates, stop strings.
         sampling: temperature / top_p / top_k / seed / max_new_tokens for the paths (``n`` is replaced
             by m; ``stop`` by the prompt settings' stop strings).

@@ -17,12 +17,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evaluation.reasoning.prompts import PromptSettings, build_agreement_prompt
-from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import Completion, GenerationBackend
 from inference.generation_cache import ProgressFn, generate_cached
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
+from reasoning.prompts import PromptSettings, build_agreement_prompt
+from reasoning.questions import ReasoningRecord
 
 #: Called with the number of questions just finished (progress bars).
 

@@ -1,6 +1,6 @@
 """One reasoning-evaluation setup (methods, m, ks, decoding, prompts), built from plain config dicts.
 
-``eval.py`` (its ``method`` and ``prompt`` config nodes) and the training callback
+``eval.py`` (its ``decoding`` and ``prompt`` config nodes) and the training callback
 (``callbacks/reasoning_eval_callback.py``) describe an evaluation with the same keys; :meth:`ReasoningEvalSpec.
 from_config` turns them into the arguments of :func:`evaluation.reasoning.evaluator.evaluate_reasoning` and
 reports every invalid value at once. Defaults follow METHODS.md for Self-Agreement (arXiv 2311.08154):
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.reasoning.evaluator import METHODS, evaluate_reasoning
-from evaluation.reasoning.prompts import PromptSettings
-from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import GenerationBackend
-from inference.extraction import EXTRACTION_MODES
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
+from reasoning.answers import EXTRACTION_MODES
+from reasoning.prompts import PromptSettings
+from reasoning.questions import ReasoningRecord
 
 #: Method names accepted in configs, with their short evaluator names.
 METHOD_ALIASES = {
@@ -118,7 +118,7 @@ class ReasoningEvalSpec:
         extraction_mode: str = "auto",
         seed: int | None = 0,
         fewshot_pool: Sequence[ReasoningRecord] = (),
-        where: tuple[str, str] = ("method", "prompt"),
+        where: tuple[str, str] = ("decoding", "prompt"),
     ) -> ReasoningEvalSpec:
         """Build from a ``method`` node (methods, num_paths, ks, decoding, agreement template) and a
         ``prompt`` node (:class:`PromptSettings` fields: chat, the scenario grid, few-shot...).
@@ -132,7 +132,7 @@ class ReasoningEvalSpec:
         m_name, p_name = where
         method, prompt = dict(method), dict(prompt or {})
         problems = [
-            f"{m_name}.{k} is not a method setting (known: {', '.join(METHOD_KEYS)})"
+            f"{m_name}.{k} is not a decoding setting (known: {', '.join(METHOD_KEYS)})"
             for k in method
             if k not in METHOD_KEYS
         ]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from lightning_modules.components import reference_policy as ref_lib
+from algorithms import reference as ref_lib
 from utils.errors import QuartetError
 
 ScoreFn = Callable[[dict[str, Any]], dict[str, torch.Tensor]]

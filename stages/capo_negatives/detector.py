@@ -8,7 +8,7 @@ A cheap heuristic flags a user turn that has history and shows an anaphora or el
 
 Optionally a judge model confirms each flagged turn (``confirm_with_judge``): it sees the history and
 the question and answers yes/no to "does this question need the earlier conversation?". The judge is
-the shared :class:`inference.judges.YesNoJudge`; a reply that says neither yes nor no is a failure
+the shared :class:`evaluation.judges.YesNoJudge`; a reply that says neither yes nor no is a failure
 (None), never a "no".
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from inference.judges import YesNoJudge, parse_yes_no
+from evaluation.judges import YesNoJudge, parse_yes_no
 from stages.common import ChatGenerator, Message
 
 PRONOUNS = (
@@ -109,7 +109,7 @@ def judge_prompt(history: list[Message], question: str, template: str = JUDGE_PR
 
 def parse_verdict(reply: str) -> bool | None:
     """The judge's verdict: True = depends on the context (yes), False = stands alone (no), None =
-    unparseable (:func:`inference.judges.parse_yes_no`)."""
+    unparseable (:func:`evaluation.judges.parse_yes_no`)."""
     return parse_yes_no(reply)
 
 

@@ -28,14 +28,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.chat_format import normalise_messages
-from datamodules.records import read_records
+from evaluation.judges import YesNoJudge, build_judge
 from inference.generation_cache import open_cache
-from inference.judges import YesNoJudge, build_judge
 from inference.sample_cache import SampleCache
 from stages.capo_negatives import corruptions as C
 from stages.capo_negatives.detector import JUDGE_PROMPT, confirm_with_judge, detect
 from stages.common import ChatGenerator, Message, build_generator, chunks, write_jsonl_atomic
 from utils.errors import ConfigError, DataError
+from utils.record_files import read_records
 
 log = logging.getLogger(__name__)
 STAGE = "capo_negatives"

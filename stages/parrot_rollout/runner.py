@@ -16,7 +16,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from datamodules.chat_format import normalise_messages
-from datamodules.records import Record, read_records
 from inference.generation_cache import build_generator
 from inference.sample_cache import SampleCache
 from stages.parrot_rollout.filters import RolloutFilters
@@ -24,6 +23,7 @@ from stages.parrot_rollout.rollout import ASK_PROMPTS, Session, roll_out
 from stages.parrot_rollout.stats import rollout_statistics
 from utils.atomic import write_jsonl_atomic
 from utils.errors import ConfigError, DataError
+from utils.record_files import Record, read_records
 
 log = logging.getLogger(__name__)
 STAGE = "parrot_rollout"

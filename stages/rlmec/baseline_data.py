@@ -2,7 +2,7 @@
 ``rlmec_sample`` output as RLMEC (METHODS.md §3; issue 9 §4).
 
 - RFT (``stage.rft_output``): SFT chats ``{"messages": prompt + assistant answer}`` over the correct
-  samples, deduplicated per problem (:func:`stages.rlmec.records.dedup_correct`, as for RLMEC);
+  samples, deduplicated per problem (:func:`stages.rlmec.sample_records.dedup_correct`, as for RLMEC);
 - DPO (``stage.dpo_output``): preference pairs ``{"messages": prompt, "chosen": a correct answer,
   "rejected": a wrong answer of the same problem, "group": problem id}``, read by ``data=preference``
   and trained with ``CaPOModule``. Each wrong sample is paired with the problem's correct samples in
@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stages.common import write_jsonl_atomic
-from stages.rlmec.records import SAMPLE_FIELDS, BadRecords, dedup_correct, iter_checked
+from stages.rlmec.sample_records import SAMPLE_FIELDS, BadRecords, dedup_correct, iter_checked
 from utils.errors import DataError
 
 log = logging.getLogger(__name__)

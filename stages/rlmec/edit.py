@@ -26,7 +26,7 @@ from inference.generation_cache import CachedGenerator, build_generator, open_ca
 from stages.common import chunks, write_jsonl_atomic
 from stages.rlmec.arith_rules import arith_rules
 from stages.rlmec.editor import Editor, minimum_edit_rewrite
-from stages.rlmec.records import SAMPLE_FIELDS, BadRecords, iter_checked
+from stages.rlmec.sample_records import SAMPLE_FIELDS, BadRecords, iter_checked
 from utils.errors import DataError
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ For each wrong sample:
 2. keep the prediction's text before step k as a fixed prefix and ask the editor to continue from
    step k with minimal changes;
 3. the rewrite = prefix + continuation; keep it only if its answer is right (the reasoning eval's
-   answer extraction, :mod:`inference.extraction`).
+   answer extraction, :mod:`reasoning.answers`).
 
 Correct samples are their own rewrite (ŷ = y) and cost no editor call.
 
@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluation.reasoning.records import ReasoningRecord
-from inference.extraction import extract_answer, is_correct
+from reasoning.answers import extract_answer, is_correct
+from reasoning.questions import ReasoningRecord
 from stages.rlmec.steps import (
     join_rewrite,
     kept_prefix,

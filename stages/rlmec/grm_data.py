@@ -28,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from stages.common import write_jsonl_atomic
-from stages.rlmec.records import EDIT_FIELDS, BadRecords, iter_checked
+from stages.rlmec.sample_records import EDIT_FIELDS, BadRecords, iter_checked
 from stages.rlmec.steps import first_error_reply, kept_prefix, locate_messages, rewrite_messages, split_steps
 from utils.errors import ConfigError, DataError
 

@@ -1,8 +1,8 @@
 """The ``rlmec_rl_data`` stage (METHODS.md §3, step 6): the RL records of ``RLMECModule``
-(``datamodules/rlmec.py``) from the GRM's edits of every policy sample.
+(``datamodules/rlmec_token_data.py``) from the GRM's edits of every policy sample.
 
 For every sample (correct solutions deduplicated per problem first, see
-:func:`stages.rlmec.records.dedup_correct`):
+:func:`stages.rlmec.sample_records.dedup_correct`):
 
 - ``prompt_ids`` / ``response_ids``: the policy tokenizer's chat render of (prompt, response)
   (:func:`~stages.rlmec.token_scoring.encode_sample`);
@@ -31,11 +31,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from algorithms.token_rewards import grm_token_rewards
 from inference.generation_cache import CachedGenerator, open_cache
-from lightning_modules.losses.rlmec import grm_token_rewards
 from stages.common import write_jsonl_atomic
 from stages.rlmec.alignment import imitation_weights
-from stages.rlmec.records import EDIT_FIELDS, BadRecord, BadRecords, dedup_correct, iter_checked
+from stages.rlmec.sample_records import EDIT_FIELDS, BadRecord, BadRecords, dedup_correct, iter_checked
 from stages.rlmec.steps import rewrite_messages
 from stages.rlmec.token_scoring import (
     TeacherForcedScorer,

@@ -1,6 +1,6 @@
 """The ``rlmec_sample`` stage (METHODS.md §3, step 1): n solutions per problem from the policy
 (default n = 5, T = 0.7, top_p = 0.95), each labelled correct or wrong by answer match with the
-reasoning eval's extraction (:mod:`inference.extraction`).
+reasoning eval's extraction (:mod:`reasoning.answers`).
 
 The prompt is the reasoning eval's chain-of-thought prompt (``stage.prompt``: the same settings as
 ``data.prompt`` of reasoning SFT and ``prompt`` of eval.py), so the policy samples what it was trained
@@ -20,14 +20,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from datamodules.records import read_records
-from evaluation.reasoning.prompts import PromptSettings, build_cot_prompt
-from evaluation.reasoning.records import ReasoningRecord
-from inference.extraction import extract_answer, is_correct
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
+from reasoning.answers import extract_answer, is_correct
+from reasoning.prompts import PromptSettings, build_cot_prompt
+from reasoning.questions import ReasoningRecord
 from stages.common import chunks, write_jsonl_atomic
-from stages.rlmec.records import BadRecord, BadRecords, problem_from_dict, problem_payload
+from stages.rlmec.sample_records import BadRecord, BadRecords, problem_from_dict, problem_payload
 from utils.errors import ConfigError, DataError
+from utils.record_files import read_records
 
 log = logging.getLogger(__name__)
 STAGE = "rlmec_sample"

@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evaluation.reasoning.records import ReasoningRecord
 from inference.chat import user_messages
+from reasoning.questions import ReasoningRecord
 
 Message = dict[str, str]
 

@@ -20,14 +20,14 @@ from typing import Any
 
 import torch
 
+from algorithms.logprobs import IGNORE_INDEX
+from algorithms.reference import frozen_token_logprobs
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.backends.hf import model_fingerprint
 from inference.generation_cache import CachedGenerator
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
-from lightning_modules.components.logprobs import model_token_logprobs
-from models.nll import IGNORE_INDEX
-from stages.rlmec.records import BadRecord
+from stages.rlmec.sample_records import BadRecord
 
 Message = dict[str, str]
 
@@ -60,14 +60,13 @@ def score_job(prefix: Sequence[int], target: Sequence[int]) -> str:
     return json.dumps({"prefix": list(prefix), "target": list(target)}, separators=(",", ":"))
 
 
-@torch.no_grad()
 def teacher_forced_logprobs(
     model: torch.nn.Module, jobs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int
 ) -> list[list[float]]:
     """log p(target_t | prefix, target_<t) for every job, one float per target token (fp32).
 
-    One right-padded forward for all jobs; labels are -100 off the targets, so the shared helper
-    :func:`model_token_logprobs` scores exactly the target positions."""
+    One right-padded forward for all jobs; labels are -100 off the targets, so the shared frozen scorer
+    :func:`~algorithms.reference.frozen_token_logprobs` scores exactly the target positions."""
     device = next(model.parameters()).device
     longest = max(len(p) + len(t) for p, t in jobs)
     ids = torch.full((len(jobs), longest), pad_id, dtype=torch.long)
@@ -77,12 +76,7 @@ def teacher_forced_logprobs(
         ids[i, : len(p) + len(t)] = torch.as_tensor([*p, *t])
         labels[i, len(p) : len(p) + len(t)] = torch.as_tensor(list(t))
         attn[i, : len(p) + len(t)] = 1
-    was_training = model.training
-    model.eval()
-    try:
-        logp, mask = model_token_logprobs(model, ids.to(device), attn.to(device), labels.to(device))
-    finally:
-        model.train(was_training)
+    logp, mask = frozen_token_logprobs(model, ids.to(device), attn.to(device), labels.to(device))
     logp, mask = logp.float().cpu(), mask.cpu()
     return [logp[i][mask[i]].tolist() for i in range(len(jobs))]
 

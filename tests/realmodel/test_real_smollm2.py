@@ -228,10 +228,10 @@ def test_eval_greedy_sc_and_self_agreement(tmp_path, real_model_dir):
 
     cfg = compose_cfg(
         [
-            "method=all",
-            "method.num_paths=2",
-            "method.ks=[1,2]",
-            "method.max_new_tokens=24",
+            "decoding=all",
+            "decoding.num_paths=2",
+            "decoding.ks=[1,2]",
+            "decoding.max_new_tokens=24",
             "model=hf",
             f"model.pretrained={real_model_dir}",
             "model.dtype=float32",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.extraction import ANSWER_TYPES, choice_letters, normalize_answer, normalize_number
+from reasoning.answers import ANSWER_TYPES, choice_letters, normalize_answer, normalize_number
 from utils.text_files import iter_lines
 
 _CALC = re.compile(r"<<[^<>]*>>")

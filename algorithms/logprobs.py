@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import torch
 
-from models.nll import IGNORE_INDEX, token_logprobs
+from models.nll import IGNORE_INDEX, masked_nll, token_logprobs
 
-__all__ = ["model_token_logprobs", "sequence_logprobs", "token_logprobs"]
+__all__ = ["IGNORE_INDEX", "masked_nll", "model_token_logprobs", "sequence_logprobs", "token_logprobs"]
 
 
 def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,11 +22,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datamodules.records import read_records
-from evaluation.reasoning.records import ReasoningDataError, ReasoningRecord, record_from_dict
-from inference.extraction import extract_answer, is_correct
+from reasoning.answers import extract_answer, is_correct
+from reasoning.questions import ReasoningDataError, ReasoningRecord, record_from_dict
 from stages.rlmec.steps import gold_solution
 from utils.errors import ConfigError, DataError
+from utils.record_files import read_records
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ does not load. Here every rank writes into ``checkpoints/.<name>.tmp-<pid of ran
 are done, rank 0 moves it onto the target with ``utils.atomic.replace_folder`` (an atomic swap on
 Linux). A kill at any point leaves the previous checkpoint intact; the temporary folder is removed by
 the next run in the folder (``utils.temp_files.remove_stale_temp_files``), as for file checkpoints
-(``callbacks/checkpoint_io.py``).
+(``checkpoints/io_plugin.py``).
 """
 
 from __future__ import annotations

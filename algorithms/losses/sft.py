@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models.nll import IGNORE_INDEX, masked_nll, token_logprobs
+from algorithms.logprobs import IGNORE_INDEX, masked_nll, token_logprobs
 
 __all__ = ["IGNORE_INDEX", "masked_causal_lm_loss", "selected_tokens_loss"]
 

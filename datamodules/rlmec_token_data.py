@@ -30,11 +30,11 @@ from typing import Any
 
 import torch
 
+from algorithms.logprobs import IGNORE_INDEX
 from datamodules.base import TokenDataModule, split_indices
-from datamodules.records import Record, read_records
 from models import load_tokenizer
-from models.nll import IGNORE_INDEX
 from utils.errors import ConfigError, DataError
+from utils.record_files import Record, read_records
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ def parse_yes_no(text: str) -> bool | None:
     opens with yes/no (``"Yes, it refers to..."``, ``"**No**."``, ``"Answer: no"``); an explicit
     statement (``"the answer is no"``); else the yes/no words of the reply, if they all agree.
     """
-    from inference.extraction import extract_yes_no
+    from reasoning.answers import extract_yes_no
 
     text = text or ""
     bracketed = {m.group(1).lower() for m in _BRACKET_YES_NO.finditer(text)}

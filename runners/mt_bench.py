@@ -1,4 +1,4 @@
-"""The ``mt_bench`` task of eval.py (``task.runner: tasks.mt_bench.run``).
+"""The ``mt_bench`` task of eval.py (``task.runner: runners.mt_bench.run``).
 
 1. Read FastChat's ``question.jsonl`` (``data.path``) and, optionally, reference answers
    (``task.reference_answers``); with ``task.extend_to=N``, extend every session to N turns with the
@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from evaluation.judges import RatingJudge
 from evaluation.mt_bench.answering import answer_all, extend_questions
 from evaluation.mt_bench.fastchat_format import (
     Question,
@@ -33,7 +34,6 @@ from evaluation.mt_bench.fastchat_format import (
 from evaluation.mt_bench.judge_prompts import judge_messages, load_judge_prompts, prompt_name
 from evaluation.mt_bench.report import plot_per_turn, summarise
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
-from inference.judges import RatingJudge
 from inference.sampling import SamplingParams
 from utils.atomic import write_json_atomic, write_jsonl_atomic
 from utils.errors import ConfigError, DataError

@@ -13,7 +13,8 @@ Three modes (``module.reference``):
   adapter disabled. No second model, but a second forward per step.
 
 Everything here is model-agnostic: a method supplies the scoring function (what to compute per
-example) and the column names.
+example) and the column names. :func:`frozen_token_logprobs` is the one way a frozen model (the
+reference, the initial policy in a pre-pass, a GRM or policy scored offline by a stage) is scored.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 
 import torch
 
+from algorithms.logprobs import model_token_logprobs
 from utils.atomic import atomic_path
 
 REFERENCE_MODES = ("copy", "precomputed", "adapter_off")
@@ -87,6 +89,25 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
     finally:
         if was_training:
             model.train()
+
+
+@torch.no_grad()
+def frozen_token_logprobs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    adapter_off: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(y_t | x, y_<t) of the labelled tokens under a frozen model: no grad, eval mode (dropout
+    off) for the call, the LoRA adapter disabled when ``adapter_off`` and the model is a peft model.
+
+    Returns ``(logp [B, T-1], mask [B, T-1])`` as :func:`~algorithms.logprobs.model_token_logprobs`.
+    Used by CaPO and RLMEC (π_ref), their precomputed pre-passes, and the RLMEC stages' teacher forcing.
+    """
+    off = adapter_disabled(model) if adapter_off and is_peft_model(model) else contextlib.nullcontext()
+    with off, eval_mode(model):
+        return model_token_logprobs(model, input_ids, attention_mask, labels)
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from evaluation.reasoning.records import ReasoningRecord
 from inference.backends.base import Prompt
 from inference.chat import user_messages
-from inference.extraction import choice_letters
+from reasoning.answers import choice_letters
+from reasoning.questions import ReasoningRecord
 
 GENERIC_INSTRUCTION = "Answer the following question. Think step by step."
 

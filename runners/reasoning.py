@@ -1,4 +1,4 @@
-"""The ``reasoning`` task of eval.py (``task.runner: tasks.reasoning.run``).
+"""The ``reasoning`` task of eval.py (``task.runner: runners.reasoning.run``).
 
 Greedy chain-of-thought, Self-Consistency (maj@k) and Self-Agreement (agree@k, arXiv 2311.08154) on
 reasoning questions, run through ``trainer.predict`` (:class:`~lightning_modules.reasoning_predict.
@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from utils.launch_env import is_rank_zero
 
 log = logging.getLogger("quartet.eval")
-REQUIRED = ("backend", "task", "method", "data", "prompt", "trainer", "paths")
+REQUIRED = ("backend", "task", "decoding", "data", "prompt", "trainer", "paths")
 
 
 def _plain(node: Any) -> Any:
@@ -26,13 +26,13 @@ def _plain(node: Any) -> Any:
 
 
 def build_spec(cfg: DictConfig, fewshot_pool: Any = ()) -> Any:
-    """The evaluation settings of ``cfg.method`` / ``cfg.prompt`` (``ConfigError`` listing problems)."""
+    """The evaluation settings of ``cfg.decoding`` / ``cfg.prompt`` (``ConfigError`` listing problems)."""
     from evaluation.reasoning.spec import ReasoningEvalSpec, SpecError
     from utils.errors import ConfigError
 
     try:
         return ReasoningEvalSpec.from_config(
-            _plain(cfg.method), _plain(cfg.prompt), cfg.task.extraction_mode, cfg.seed, fewshot_pool
+            _plain(cfg.decoding), _plain(cfg.prompt), cfg.task.extraction_mode, cfg.seed, fewshot_pool
         )
     except SpecError as e:
         raise ConfigError(e.problems) from None
@@ -68,7 +68,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
         )
     if name == "hf" and cfg.get("model") is None:
         problems.append("backend=hf needs the model group (model=tiny or model=hf model.pretrained=<dir>)")
-    if not any(k.split(".")[0] in ("method", "prompt", "task", "seed") for k in missing):
+    if not any(k.split(".")[0] in ("decoding", "prompt", "task", "seed") for k in missing):
         try:
             build_spec(cfg)
         except ConfigError as e:
@@ -79,7 +79,7 @@ def validate_eval_config(cfg: DictConfig) -> None:
 
 def check_prompts(cfg: DictConfig, spec: Any, records: list) -> None:
     """Build every prompt once (few-shot shortages show up here) and check the chat template."""
-    from evaluation.reasoning.prompts import build_cot_prompt
+    from reasoning.prompts import build_cot_prompt
     from utils.errors import ConfigError, QuartetError
 
     try:
@@ -102,7 +102,7 @@ def check_prompts(cfg: DictConfig, spec: Any, records: list) -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
-    """Evaluate ``cfg.method`` on ``cfg.data``; write ``results.json`` + ``samples.jsonl``; return metrics."""
+    """Evaluate ``cfg.decoding`` on ``cfg.data``; write ``results.json`` + ``samples.jsonl``; return metrics."""
     import dataclasses
 
     import lightning as L
@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     assert results is not None
     results["settings"].update(
         task=cfg.task.name,
-        method=cfg.method.name,
+        method=cfg.decoding.name,
         data={k: _plain(cfg.data.get(k)) for k in ("path", "split", "subset", "limit", "fields")},
         model=_plain(cfg.model) if cfg.backend.name == "hf" else None,
         world_size=trainer.world_size,
