@@ -36,13 +36,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from checkpoints.preload_check import check_checkpoint_file, check_checkpoint_fits
+    from models import model_config_problems
     from utils.config_validation import validate_train_config
     from utils.launch_env import is_rank_zero
     from utils.run_folder import resolve_ckpt_path
     from utils.run_lock import RunFolderLock
     from utils.temp_files import remove_stale_temp_files
 
-    validate_train_config(cfg)
+    validate_train_config(cfg, model_config_problems)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # A truncated/corrupt checkpoint or one of another model shape fails here, not mid-fit.

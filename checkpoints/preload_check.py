@@ -19,9 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from utils.errors import QuartetError, first_line
 
-# Model kinds built from their config alone (no weights read), so they can be built on the meta device.
-CONFIG_BUILT_KINDS = ("tiny", "moe")
-
 
 def check_checkpoint_file(ckpt_path: str | None) -> dict[str, Any] | None:
     """The checkpoint at ``ckpt_path`` (memory-mapped, ``weights_only``), or ``None`` for a sharded
@@ -111,9 +108,9 @@ def config_diff(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
 def _expected_model_shapes(model_cfg: Mapping[str, Any]) -> dict[str, torch.Size] | None:
     """Parameter shapes of the model ``model_cfg`` builds (on the meta device: no memory, no weights),
     keyed as in a module's state dict (``model.<name>``); ``None`` for kinds that load weights."""
-    from models import build_model, load_tokenizer
+    from models import build_model, get_model_kind, load_tokenizer
 
-    if model_cfg.get("kind", "hf") not in CONFIG_BUILT_KINDS:
+    if not get_model_kind(model_cfg.get("kind", "hf")).built_from_config:
         return None
     tokenizer = load_tokenizer(
         model_cfg["tokenizer"],

@@ -69,5 +69,17 @@ def load_hf(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase | None = 
         raise QuartetError(f"could not load model {name!r}: {str(e).splitlines()[0]}") from None
 
 
-register_model_kind(ModelKind("tiny", build_tiny))
-register_model_kind(ModelKind("hf", load_hf))
+def tiny_config_problems(cfg: Mapping[str, Any]) -> list[str]:
+    """Start-up problems of a ``model=tiny`` config: sizes are positive integers, heads divide the width."""
+    problems = []
+    for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+        if k in cfg and (not isinstance(cfg[k], int) or isinstance(cfg[k], bool) or cfg[k] < 1):
+            problems.append(f"model.{k}={cfg[k]} must be a positive integer")
+    width, heads = cfg.get("hidden_size"), cfg.get("num_heads")
+    if not problems and isinstance(width, int) and isinstance(heads, int) and width % heads:
+        problems.append(f"model.hidden_size={width} must be divisible by model.num_heads={heads}")
+    return problems
+
+
+register_model_kind(ModelKind("tiny", build_tiny, check=tiny_config_problems, built_from_config=True))
+register_model_kind(ModelKind("hf", load_hf, needs_pretrained=True))

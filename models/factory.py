@@ -47,8 +47,9 @@ def save_model_code(model: torch.nn.Module, out_dir: str | Path) -> bool:
 
 def model_config_problems(cfg: Mapping[str, Any]) -> list[str]:
     """Start-up problems of a ``model`` config, found without building it (kinds with a ``check``)."""
-    kind = get_model_kind(cfg.get("kind", "hf"))
-    return kind.check(cfg) if kind.check is not None else []
+    if cfg.get("kind", "hf") not in MODEL_KINDS:
+        return [f"model.kind={cfg.get('kind')!r} must be one of {', '.join(repr(k) for k in MODEL_KINDS)}"]
+    return get_model_kind(cfg.get("kind", "hf")).problems(cfg)
 
 
 def apply_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedModel:

@@ -156,5 +156,6 @@ for _name in MOE_KINDS:
             generic_wrappers=False,
             hf_classes=(QuartetMoEConfig, QuartetMoEModel, QuartetMoEForCausalLM),
             write_code=write_remote_code,
+            built_from_config=_name == "moe",
         )
     )

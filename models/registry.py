@@ -33,6 +33,9 @@ class ModelKind:
         hf_classes: ``(config_cls, base_model_cls, causal_lm_cls)`` to register with the Auto classes.
         write_code: for kinds with their own classes, writes the modeling code (and ``auto_map``) into
             a ``save_pretrained`` folder so plain transformers can load it with ``trust_remote_code``.
+        needs_pretrained: the kind loads weights from ``model.pretrained`` (a folder or hub id).
+        built_from_config: the kind is built from its config alone (no weights read), so the
+            checkpoint pre-load check can build it on the meta device to compare shapes.
     """
 
     name: str
@@ -41,6 +44,15 @@ class ModelKind:
     generic_wrappers: bool = True
     hf_classes: tuple[type, type, type] | None = None
     write_code: Callable[[Path], Any] | None = None
+    needs_pretrained: bool = False
+    built_from_config: bool = False
+
+    def problems(self, cfg: Mapping[str, Any]) -> list[str]:
+        """Every start-up problem of a ``model`` config of this kind, found without building it."""
+        out = list(self.check(cfg)) if self.check is not None else []
+        if self.needs_pretrained and not cfg.get("pretrained"):
+            out.append(f"model.pretrained must name a folder or hub id for model.kind={self.name}")
+        return out
 
 
 MODEL_KINDS: dict[str, ModelKind] = {}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -33,8 +35,11 @@ def _positive_finite(value: object) -> bool:
     return math.isfinite(x) and x > 0
 
 
-def validate_train_config(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` listing every problem found in a training config."""
+def validate_train_config(
+    cfg: DictConfig, model_problems: Callable[[Mapping[str, Any]], list[str]] | None = None
+) -> None:
+    """Raise ``ConfigError`` listing every problem found in a training config. ``model_problems`` is
+    the model kind's own check (``models.model_config_problems``, i.e. ``ModelKind.problems``)."""
     problems: list[str] = []
     for key in REQUIRED:
         if key not in cfg or cfg[key] is None:
@@ -44,22 +49,8 @@ def validate_train_config(cfg: DictConfig) -> None:
     missing = _missing_keys(cfg)
     problems += [f"{k} is required (set {k}=...)" for k in missing if not k.startswith("hydra")]
     model, data, trainer = cfg.model, cfg.data, cfg.trainer
-    if model.get("kind") == "tiny":
-        for k in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
-            if k in model and (not isinstance(model[k], int) or model[k] < 1):
-                problems.append(f"model.{k}={model[k]} must be a positive integer")
-        if all(k in model for k in ("hidden_size", "num_heads")) and model.hidden_size % max(
-            1, model.num_heads
-        ):
-            problems.append(
-                f"model.hidden_size={model.hidden_size} must be divisible by model.num_heads={model.num_heads}"
-            )
-    if (
-        model.get("kind") in ("hf", "moe_upcycle")
-        and "model.pretrained" not in missing
-        and not model.get("pretrained")
-    ):
-        problems.append(f"model.pretrained must name a folder or hub id for model.kind={model.get('kind')}")
+    if model_problems is not None and not any(k.startswith("model.") for k in missing):
+        problems += model_problems(OmegaConf.to_container(model, resolve=True))  # the kind's own checks
     if not any(k.startswith("model.") for k in missing):  # else model.tokenizer may point at a ???
         # One check per location; a tokenizer at the model's location is reported as model.pretrained.
         locations = {model.get("tokenizer"): "model.tokenizer", model.get("pretrained"): "model.pretrained"}
