@@ -31,17 +31,13 @@ from typing import Any
 import torch
 
 from algorithms.logprobs import IGNORE_INDEX
+from algorithms.rlmec_records import ALIGNED_FIELDS, ID_FIELDS, REQUIRED
 from datamodules.base import TokenDataModule, split_indices
 from models import load_tokenizer
 from utils.errors import ConfigError, DataError
 from utils.record_files import Record, read_records
 
 log = logging.getLogger(__name__)
-
-ID_FIELDS = ("prompt_ids", "response_ids", "rewrite_ids")
-#: per-token float field -> the token field it must match in length
-ALIGNED_FIELDS = {"rewards": "response_ids", "ref_logps": "response_ids", "weights": "rewrite_ids"}
-REQUIRED = (*ID_FIELDS, *ALIGNED_FIELDS, "correct")
 
 
 def _int_list(value: Any, name: str, where: str, vocab: int | None) -> list[int]:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from algorithms.rlmec_records import RLMECTokenRecord
 from algorithms.token_rewards import grm_token_rewards
 from inference.generation_cache import CachedGenerator, open_cache
 from stages.common import write_jsonl_atomic
@@ -101,19 +102,18 @@ def build_rl_records(
             weights = imitation_weights(response_ids, rewrite_ids, correct=bool(data["correct"]))
             counts["correct" if data["correct"] else "wrong"] += 1
             counts["wrong_without_rewrite"] += not data["correct"] and not rewrite_ids
-            rows.append(
-                {
-                    "id": data["id"],
-                    "problem_id": data["problem_id"],
-                    "correct": bool(data["correct"]),
-                    "prompt_ids": prompt_ids,
-                    "response_ids": response_ids,
-                    "rewards": rewards,
-                    "ref_logps": ref_lp,
-                    "rewrite_ids": rewrite_ids,
-                    "weights": weights,
-                }
+            record = RLMECTokenRecord(
+                id=data["id"],
+                problem_id=data["problem_id"],
+                correct=bool(data["correct"]),
+                prompt_ids=prompt_ids,
+                response_ids=response_ids,
+                rewards=rewards,
+                ref_logps=ref_lp,
+                rewrite_ids=rewrite_ids,
+                weights=weights,
             )
+            rows.append(record.to_json())
         log.info("%s: scored %d / %d samples", STAGE, start + len(part), len(kept))
     return rows
 
