@@ -101,10 +101,18 @@ def time_rounds(steps: dict[str, Callable[[], None]], rounds: int) -> dict[str, 
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(rounds):
         for name, step in steps.items():
+            synchronize()
             t0 = time.perf_counter()
             step()
+            synchronize()
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def synchronize() -> None:
+    """Wait for queued GPU work (``--device cuda``), so a step's time is its own."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def median_ratio(num: list[float], den: list[float]) -> float:
@@ -153,7 +161,7 @@ def bench_tokens(args: argparse.Namespace, tokens: int, skipped: dict[str, str])
             continue
         steps[f"hf_{impl}"] = make_step(block, x, grad, False)
     if args.other_dispatch:
-        for impl in available_dispatch_impls("cpu", torch.float32):
+        for impl in available_dispatch_impls(args.device, torch.float32):
             if impl != args.dispatch:
                 other = MoELayer(hidden, inter, experts, top2.router.config, impl)
                 other.load_state_dict(top2.state_dict())
@@ -214,8 +222,10 @@ def main() -> None:
         help="skip the rows timing our non-default dispatch implementations",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (scripts/gpu_check.sh passes cuda)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_default_device(args.device)  # every layer and tensor of the bench lives there
 
     skipped: dict[str, str] = {}
     results = [bench_tokens(args, t, skipped) for t in args.tokens]

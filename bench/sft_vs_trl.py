@@ -66,6 +66,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2, help="steps left out of the timing")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="cpu | cuda (scripts/gpu_check.sh passes cuda)")
     return p.parse_args()
 
 
@@ -148,7 +149,7 @@ def run_ours(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
     )
     clock = Clock()
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator="gpu" if args.device == "cuda" else "cpu",
         devices=1,
         precision="32-true",
         max_steps=args.steps,
@@ -173,7 +174,7 @@ def run_bare(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="sdpa")
-    model.train()
+    model.to(args.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)
     loader = datamodule(model_dir, data, args).train_dataloader()
     losses, tokens, t0 = [], 0, 0.0
@@ -184,6 +185,7 @@ def run_bare(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
             t0 = time.perf_counter()
         if step >= args.warmup:
             tokens += batch_tokens(batch)
+        batch = {k: batch[k].to(args.device) for k in ("input_ids", "attention_mask", "labels")}
         loss = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         ).loss
@@ -227,7 +229,7 @@ def trl_trainer(model_dir: Path, data: Path, work: Path, args: argparse.Namespac
         gradient_checkpointing=False,
         bf16=False,
         fp16=False,
-        use_cpu=True,
+        use_cpu=args.device == "cpu",
         logging_steps=10,
         report_to="none",
         save_strategy="no",
