@@ -25,15 +25,17 @@ from evaluation.mt_bench.answering import answer_all, extend_questions
 from evaluation.mt_bench.fastchat_format import (
     Question,
     answer_record,
-    judgment_record,
+    judge_file_stem,
     read_answers,
     read_questions,
     write_questions,
 )
-from evaluation.mt_bench.judge_prompts import judge_messages, load_judge_prompts, prompt_name
-from evaluation.mt_bench.report import plot_per_turn, summarise
+from evaluation.mt_bench.grading import grade_pairs, grade_single, needed_prompts
+from evaluation.mt_bench.judge_prompts import check_prompts, load_judge_prompts
+from evaluation.mt_bench.pairwise import model_pairs, summarise_pairs
+from evaluation.mt_bench.report import plot_per_turn, plot_win_rate_per_turn, summarise
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
-from inference.judges import RatingJudge
+from inference.judges import Judge, PairJudge, RatingJudge
 from inference.sampling import SamplingParams
 from utils.atomic import write_json_atomic, write_jsonl_atomic
 from utils.errors import ConfigError, DataError
@@ -104,48 +106,165 @@ def load_questions(cfg: DictConfig, generator_for: Any, cache: Any) -> list[Ques
     return questions
 
 
-def build_rating_judge(cfg: DictConfig, cache: Any) -> tuple[RatingJudge, str]:
-    j = _plain(cfg.judge)
-    if j.get("backend") == "standin":
-        from evaluation.mt_bench.standin_judge import NAME, standin_judge
-
-        return RatingJudge(standin_judge), NAME
-    gen = build_generator(
-        j, "judge", cache, kind="mt_bench/judge", chunk_size=int(j.pop("chunk_size", 32) or 32)
-    )
-    return RatingJudge(gen), str(j.get("model") or j.get("path"))
+MODES = ("single", "pairwise-baseline", "pairwise-all")
 
 
-def judge_answers(
-    cfg: DictConfig, questions: list[Question], answers: dict[Any, list[str]], model_id: str, cache: Any
-) -> list[dict[str, Any]]:
-    judge, judge_name = build_rating_judge(cfg, cache)
-    prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
-    force_reference = cfg.judge.get("backend") == "standin"
-    items = []
-    for q in questions:
-        for turn in range(1, len(answers[q.question_id]) + 1):
-            name = prompt_name("math" if force_reference else q.category, turn)
-            msgs = judge_messages(prompts[name], q.turns, answers[q.question_id], turn, q.reference)
-            items.append((q, turn, prompts[name].name, msgs))
-    verdicts = judge([msgs for *_, msgs in items])
-    return [
-        judgment_record(
-            q.question_id, model_id, (judge_name, pname), msgs[-1]["content"], v.text, v.value, turn
+def check_task(cfg: DictConfig) -> None:
+    """Every config problem of the task at once, before anything is loaded or generated."""
+    t, problems = cfg.task, []
+    if cfg.get("judge") is None:
+        problems.append(
+            "task=mt_bench needs a judge: judge=hf|vllm|openai_http (or judge=standin for the tiny demo)"
         )
-        for (q, turn, pname, msgs), v in zip(items, verdicts)
-    ]
+    mode = t.get("mode", "single")
+    if mode not in MODES:
+        problems.append(f"task.mode={mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "pairwise-baseline" and not t.get("baseline"):
+        problems.append("task.mode=pairwise-baseline needs task.baseline=<the baseline's model_answer file>")
+    if mode == "pairwise-all" and not t.get("compare_answers"):
+        problems.append("task.mode=pairwise-all needs task.compare_answers=[<model_answer file>, ...]")
+    if problems:
+        raise ConfigError(problems)
+
+
+def judge_name(cfg: DictConfig) -> str:
+    """``judge.name``; else the judge model's id (``judge.model``) or folder name; the stand-in's name."""
+    j = cfg.judge
+    if j.get("name"):
+        return str(j.name)
+    if j.get("backend") == "standin":
+        from evaluation.mt_bench.standin_judge import NAME
+
+        return NAME
+    if j.get("model"):
+        return str(j.model)
+    p = Path(str(j.get("path") or "judge"))
+    return p.parent.name if p.name == "hf_model" else p.name
+
+
+def build_judge(cfg: DictConfig, cache: Any, pairwise: bool) -> Judge:
+    """The rating judge (single) or the ``[[A]]/[[B]]/[[C]]`` judge (pairwise) on ``cfg.judge``."""
+    kind = PairJudge if pairwise else RatingJudge
+    j = {k: v for k, v in _plain(cfg.judge).items() if k != "name"}
+    if j.get("backend") == "standin":
+        from evaluation.mt_bench.standin_judge import standin_judge
+
+        return kind(standin_judge)
+    chunk = int(j.pop("chunk_size", 32) or 32)
+    return kind(build_generator(j, "judge", cache, kind=f"mt_bench/judge_{kind.kind}", chunk_size=chunk))
+
+
+def _answers_of(path: str, questions: list[Question]) -> dict[Any, list[str]]:
+    answers = read_answers(path)
+    missing = [q.question_id for q in questions if len(answers.get(q.question_id, [])) < len(q.turns)]
+    if missing:
+        raise DataError(f"{path}: no answer for every turn of questions {missing[:10]}")
+    return answers
+
+
+def _pairwise(
+    cfg: DictConfig, questions: list[Question], answers: dict[Any, list[str]], model_id: str, grade: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The pair records and the per-model summary of ``pairwise-baseline`` / ``pairwise-all``."""
+    t = cfg.task
+    files = [t.baseline] if t.mode == "pairwise-baseline" else list(t.compare_answers)
+    by_model: dict[str, dict[Any, list[str]]] = {model_id: answers}
+    for f in files:
+        name = Path(str(f)).stem
+        if name in by_model:
+            raise ConfigError([f"{f}: model id {name!r} appears twice in the pairwise comparison"])
+        by_model[name] = _answers_of(str(f), questions)
+    models = list(by_model)
+    records = grade(by_model, model_pairs(models, t.mode))
+    return records, summarise_pairs(records, models, {q.question_id: q.category for q in questions})
+
+
+def _single_results(
+    judgments: list[dict[str, Any]], questions: list[Question], model_id: str
+) -> dict[str, Any]:
+    results = {
+        "model_id": model_id,
+        "mode": "single",
+        "questions": len(questions),
+        **summarise(judgments, {q.question_id: q.category for q in questions}),
+        "graded_without_reference": sum(bool(j.get("graded_without_reference")) for j in judgments),
+    }
+    if results["unparseable"]:
+        log.warning(
+            "mt_bench: %d judgement(s) had no parseable [[rating]]: counted as failures, not scores",
+            results["unparseable"],
+        )
+    log.info("mt_bench: %s score %s over %d turns", model_id, results["score"], results["scored_turns"])
+    return results
+
+
+def _metrics(results: dict[str, Any]) -> dict[str, float]:
+    if results["mode"] != "single":
+        model = results["pairwise"][results["model_id"]]
+        metrics = {"mt_bench/win_rate": _nan(model["win_rate"])}
+        metrics.update(
+            {f"mt_bench/win_rate_turn_{t}": _nan(v["win_rate"]) for t, v in model["per_turn"].items()}
+        )
+        return metrics
+    metrics = {"mt_bench/score": _nan(results["score"])}
+    metrics.update({f"mt_bench/turn_{t}": v["mean"] for t, v in results["per_turn"].items()})
+    metrics["mt_bench/unparseable"] = float(results["unparseable"])
+    return metrics
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """The task from the composed eval config; writes the results into the run folder."""
-    if cfg.get("judge") is None:
-        raise ConfigError(
-            ["task=mt_bench needs a judge: judge=hf|vllm|openai_http (or judge=standin for the tiny demo)"]
-        )
+    check_task(cfg)
     out = Path(cfg.paths.output_dir)
     cache = open_cache(Path(cfg.cache_dir) / "mt_bench.jsonl" if cfg.get("cache_dir") else None, "cache_dir")
-    model_id = default_model_id(cfg)
+    model_id, name = default_model_id(cfg), judge_name(cfg)
+    stem, pairwise = judge_file_stem(name), cfg.task.mode != "single"
+    prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
+    force_reference = cfg.judge.get("backend") == "standin"
+    generator_for = _generator_for(cfg, cache)
+    questions = load_questions(cfg, generator_for, cache)
+    check_prompts(
+        prompts, needed_prompts(questions, pairwise, force_reference), cfg.task.get("judge_prompts")
+    )
+    if cfg.task.get("answers"):
+        answers = _answers_of(str(cfg.task.answers), questions)
+    else:
+        answers = answer_all(questions, generator_for, _plain(cfg.task.temperatures))
+        write_jsonl_atomic(
+            out / "model_answer" / f"{model_id}.jsonl",
+            (answer_record(q.question_id, model_id, answers[q.question_id]) for q in questions),
+        )
+    judge = build_judge(cfg, cache, pairwise)
+    if pairwise:
+
+        def grade(by_model: dict[str, Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+            return grade_pairs(judge, name, prompts, questions, by_model, pairs, force_reference)
+
+        records, summary = _pairwise(cfg, questions, answers, model_id, grade)
+        write_jsonl_atomic(out / "model_judgment" / f"{stem}_pair.jsonl", records)
+        results = {"model_id": model_id, "mode": cfg.task.mode, "judge": name, "pairwise": summary}
+        results["errors"] = sum(s["error"] for s in summary.values())
+        plot_win_rate_per_turn(summary, out / "win_rate_per_turn.png")
+    else:
+        judgments = grade_single(judge, name, prompts, questions, answers, model_id, force_reference)
+        write_jsonl_atomic(out / "judgments.jsonl", judgments)
+        write_jsonl_atomic(out / "model_judgment" / f"{stem}_single.jsonl", judgments)
+        results = {**_single_results(judgments, questions, model_id), "judge": name}
+    results["generated_turns"] = sum(len(q.generated_turns) for q in questions)
+    write_json_atomic(out / "results.json", results)
+    if not pairwise and results["per_turn"]:
+        plot_per_turn(
+            [out, *[Path(p) for p in cfg.task.get("compare_with") or []]], out / "score_per_turn.png"
+        )
+    return _metrics(results)
+
+
+def _generator_for(cfg: DictConfig, cache: Any) -> Any:
+    """temperature -> the model under test's cached generator (the backend is built on first use)."""
     generators: dict[float, CachedGenerator] = {}
     backend: list[Any] = []
 
@@ -159,47 +278,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             generators[temperature] = CachedGenerator(backend[0], params, cache, kind="mt_bench/answer")
         return generators[temperature]
 
-    questions = load_questions(cfg, generator_for, cache)
-    if cfg.task.get("answers"):
-        answers = read_answers(cfg.task.answers)
-        missing = [q.question_id for q in questions if len(answers.get(q.question_id, [])) < len(q.turns)]
-        if missing:
-            raise DataError(
-                f"task.answers={cfg.task.answers}: no answer for every turn of questions {missing[:10]}"
-            )
-    else:
-        answers = answer_all(questions, generator_for, _plain(cfg.task.temperatures))
-        write_jsonl_atomic(
-            out / "model_answer" / f"{model_id}.jsonl",
-            (answer_record(q.question_id, model_id, answers[q.question_id]) for q in questions),
-        )
-    judgments = judge_answers(cfg, questions, answers, model_id, cache)
-    judge_file = (
-        f"{judgments[0]['judge'][0].replace('/', '_')}_single.jsonl" if judgments else "judge_single.jsonl"
-    )
-    write_jsonl_atomic(out / "judgments.jsonl", judgments)
-    write_jsonl_atomic(out / "model_judgment" / judge_file, judgments)
-    results = {
-        "model_id": model_id,
-        "questions": len(questions),
-        **summarise(judgments, {q.question_id: q.category for q in questions}),
-    }
-    results["generated_turns"] = sum(len(q.generated_turns) for q in questions)
-    write_json_atomic(out / "results.json", results)
-    if results["per_turn"]:
-        plot_per_turn(
-            [out, *[Path(p) for p in cfg.task.get("compare_with") or []]], out / "score_per_turn.png"
-        )
-    if results["unparseable"]:
-        log.warning(
-            "mt_bench: %d judgement(s) had no parseable [[rating]]: counted as failures, not scores",
-            results["unparseable"],
-        )
-    log.info("mt_bench: %s score %s over %d turns", model_id, results["score"], results["scored_turns"])
-    metrics = {"mt_bench/score": results["score"] if results["score"] is not None else float("nan")}
-    metrics.update({f"mt_bench/turn_{t}": v["mean"] for t, v in results["per_turn"].items()})
-    metrics["mt_bench/unparseable"] = float(results["unparseable"])
-    return metrics
+    return generator_for
 
 
 def headline_metric(cfg: DictConfig) -> str:

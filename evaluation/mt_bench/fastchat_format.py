@@ -137,3 +137,15 @@ def judgment_record(
         "turn": turn,
         "tstamp": time.time(),
     }
+
+
+def judge_file_stem(name: str) -> str:
+    """``name`` (``judge.name``) as the stem of ``model_judgment/<judge>_single.jsonl``: path separators
+    become ``_``; an empty name, ``.`` or ``..`` is an error (a file name must stay inside the folder).
+    (Kept minimal here; the project-wide rule for config-made file names is utils/safe_names.py.)"""
+    stem = name.replace("/", "_").replace("\\", "_").replace("\0", "_").strip()
+    if stem in ("", ".", ".."):
+        raise QuartetError(
+            f"judge.name={name!r} cannot name a judgment file; give judge.name=<judge model name>"
+        )
+    return stem
