@@ -21,7 +21,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.mt_bench.answering import answer_all, extend_questions
+from evaluation.mt_bench.answering import answer_all
+from evaluation.mt_bench.extension import Source, check_source, extend_questions
 from evaluation.mt_bench.fastchat_format import (
     Question,
     answer_record,
@@ -79,7 +80,21 @@ def default_model_id(cfg: DictConfig) -> str:
     return str(cfg.get("model", {}).get("kind", "model"))
 
 
-def load_questions(cfg: DictConfig, generator_for: Any, cache: Any) -> list[Question]:
+def _label(node: Any) -> str:
+    """A model config's name for the records: ``model``, else ``path``, else its backend."""
+    d = _plain(node) or {}
+    return str(d.get("model") or d.get("path") or d.get("backend", "model"))
+
+
+def _extension_source(t: DictConfig, questions: list[Question]) -> Source:
+    if t.get("extend_from"):
+        return Source(f"model answers {t.extend_from}", read_answers(t.extend_from))
+    return Source("reference answers", {q.question_id: q.reference or [] for q in questions})
+
+
+def load_questions(cfg: DictConfig, cache: Any) -> list[Question]:
+    """The questions, with references; with ``task.extend_to``, extended once (``task.extended_questions``
+    is reused when it exists, so every model answers the same questions)."""
     t = cfg.task
     questions = read_questions(cfg.data.path)
     if t.get("reference_answers"):
@@ -93,16 +108,24 @@ def load_questions(cfg: DictConfig, generator_for: Any, cache: Any) -> list[Ques
     extended = Path(t.extended_questions)
     if extended.is_file():
         log.info(
-            "mt_bench: reusing the extended questions in %s (written once, so every model answers the same)",
+            "mt_bench: reusing the extended questions in %s (written once: every model answers the same)",
             extended,
         )
         return read_questions(extended)
     if not t.get("ask_model"):
         raise ConfigError(["task.extend_to needs task.ask_model (e.g. task.ask_model.path=<Ask model dir>)"])
+    source = _extension_source(t, questions)
+    check_source(questions, int(t.extend_to), source, bool(t.get("reference_model")))
     ask = build_generator(_plain(t.ask_model), "task.ask_model", cache, kind="mt_bench/ask")
-    questions = extend_questions(questions, int(t.extend_to), generator_for, ask, _plain(t.temperatures))
+    ref = None
+    if t.get("reference_model"):
+        ref = build_generator(
+            _plain(t.reference_model), "task.reference_model", cache, kind="mt_bench/reference"
+        )
+    names = {"ask_model": _label(t.ask_model), "reference_model": _label(t.reference_model)}
+    questions = extend_questions(questions, int(t.extend_to), ask, source, ref, names)
     write_questions(extended, questions)
-    log.info("mt_bench: wrote the extended questions to %s", extended)
+    log.info("mt_bench: wrote the extended questions to %s (conditioned on %s)", extended, source.name)
     return questions
 
 
@@ -226,7 +249,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
     force_reference = cfg.judge.get("backend") == "standin"
     generator_for = _generator_for(cfg, cache)
-    questions = load_questions(cfg, generator_for, cache)
+    questions = load_questions(cfg, cache)
     check_prompts(
         prompts, needed_prompts(questions, pairwise, force_reference), cfg.task.get("judge_prompts")
     )

@@ -2,7 +2,8 @@
 
 - ``question.jsonl``: ``{"question_id", "category", "turns": [str, ...], "reference"?: [str, ...]}``
   (any number of turns). Quartet adds ``"generated_turns": [i, ...]`` for turns an Ask model wrote
-  (MT-Bench++-style extension); FastChat ignores unknown keys.
+  (MT-Bench++-style extension) and ``"extension"`` (what the follow-ups were conditioned on, which
+  model wrote which reference answers); FastChat ignores unknown keys.
 - reference answers (``reference_answer/<judge>.jsonl``) and model answers (``model_answer/<model_id>.jsonl``):
   ``{"question_id", "answer_id", "model_id", "choices": [{"index": 0, "turns": [str, ...]}], "tstamp"}``.
 - single-answer judgments (``model_judgment/<judge>_single.jsonl``):
@@ -30,6 +31,7 @@ class Question:
     turns: list[str]
     reference: list[str] | None = None
     generated_turns: list[int] = field(default_factory=list)
+    extension: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -41,6 +43,8 @@ class Question:
             out["reference"] = self.reference
         if self.generated_turns:
             out["generated_turns"] = self.generated_turns
+        if self.extension:
+            out["extension"] = self.extension
         return out
 
 
@@ -79,6 +83,7 @@ def read_questions(path: str | Path) -> list[Question]:
                 turns,
                 reference,
                 list(row.get("generated_turns", [])),
+                row.get("extension") if isinstance(row.get("extension"), dict) else None,
             )
         )
     if not questions:
