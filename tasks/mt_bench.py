@@ -2,15 +2,17 @@
 
 1. Read FastChat's ``question.jsonl`` (``data.path``) and, optionally, reference answers
    (``task.reference_answers``); with ``task.extend_to=N``, extend every session to N turns with the
-   Ask model (``task.ask_model``), once (the extended file is reused).
-2. Answer turn by turn with the model under test (``model`` + ``backend``), or read answers made
+   Ask model (``task.ask_model``), once, from a named source (``evaluation/mt_bench/extension.py``).
+2. Check that the judge prompts can grade every turn the run needs (one error otherwise).
+3. Answer turn by turn with the model under test (``model`` + ``backend``), or read answers made
    elsewhere (``task.answers``, a FastChat ``model_answer`` file). Answers are written to
    ``model_answer/<model_id>.jsonl`` in FastChat's format.
-3. Judge every turn with the 1-10 rating judge (``judge`` group: ``hf``, ``vllm``, ``openai_http``, or the
-   tiny demo's ``standin``), prompts from ``evaluation/mt_bench/judge_prompts.py`` or
-   ``task.judge_prompts``.
-4. Write ``results.json`` (mean, per turn, per category, unparseable count), ``judgments.jsonl``
-   (also as ``model_judgment/<judge>_single.jsonl``) and ``score_per_turn.png``.
+4. Grade every turn on its own answer (``evaluation/mt_bench/grading.py``): ``task.mode=single`` with
+   the 1-10 rating judge, or ``pairwise-baseline`` / ``pairwise-all`` with the ``[[A]]/[[B]]/[[C]]``
+   judge in both orders (``judge`` group: ``hf``, ``vllm``, ``openai_http``, or the tiny demo's
+   ``standin``), prompts from ``evaluation/mt_bench/judge_prompts.py`` or ``task.judge_prompts``.
+5. Write ``results.json``, ``model_judgment/<judge.name>_single.jsonl`` (and ``judgments.jsonl``) or
+   ``_pair.jsonl``, and ``score_per_turn.png`` or ``win_rate_per_turn.png``.
 """
 
 from __future__ import annotations
