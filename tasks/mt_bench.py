@@ -33,7 +33,7 @@ from evaluation.mt_bench.fastchat_format import (
     read_questions,
     write_questions,
 )
-from evaluation.mt_bench.grading import grade_pairs, grade_single, needed_prompts
+from evaluation.mt_bench.grading import grade_pairs, grade_single, needed_after_extension, needed_prompts
 from evaluation.mt_bench.judge_prompts import check_prompts, load_judge_prompts
 from evaluation.mt_bench.pairwise import model_pairs, summarise_pairs
 from evaluation.mt_bench.report import plot_per_turn, plot_win_rate_per_turn, summarise
@@ -94,9 +94,10 @@ def _extension_source(t: DictConfig, questions: list[Question]) -> Source:
     return Source("reference answers", {q.question_id: q.reference or [] for q in questions})
 
 
-def load_questions(cfg: DictConfig, cache: Any) -> list[Question]:
+def load_questions(cfg: DictConfig, cache: Any, before_extension: Any = None) -> list[Question]:
     """The questions, with references; with ``task.extend_to``, extended once (``task.extended_questions``
-    is reused when it exists, so every model answers the same questions)."""
+    is reused when it exists, so every model answers the same questions). ``before_extension`` (a
+    check) sees the questions before any model is called."""
     t = cfg.task
     questions = read_questions(cfg.data.path)
     if t.get("reference_answers"):
@@ -116,6 +117,8 @@ def load_questions(cfg: DictConfig, cache: Any) -> list[Question]:
         return read_questions(extended)
     if not t.get("ask_model"):
         raise ConfigError(["task.extend_to needs task.ask_model (e.g. task.ask_model.path=<Ask model dir>)"])
+    if before_extension is not None:
+        before_extension(questions)
     source = _extension_source(t, questions)
     check_source(questions, int(t.extend_to), source, bool(t.get("reference_model")))
     ask = build_generator(_plain(t.ask_model), "task.ask_model", cache, kind="mt_bench/ask")
@@ -251,10 +254,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
     force_reference = cfg.judge.get("backend") == "standin"
     generator_for = _generator_for(cfg, cache)
-    questions = load_questions(cfg, cache)
-    check_prompts(
-        prompts, needed_prompts(questions, pairwise, force_reference), cfg.task.get("judge_prompts")
-    )
+    source = cfg.task.get("judge_prompts")
+
+    def early_check(qs: list[Question]) -> None:
+        needed = needed_after_extension(qs, int(cfg.task.extend_to), pairwise, force_reference)
+        check_prompts(prompts, needed, source)
+
+    questions = load_questions(cfg, cache, early_check)
+    check_prompts(prompts, needed_prompts(questions, pairwise, force_reference), source)
     if cfg.task.get("answers"):
         answers = _answers_of(str(cfg.task.answers), questions)
     else:

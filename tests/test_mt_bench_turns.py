@@ -170,6 +170,19 @@ def test_a_prompt_file_that_cannot_express_a_turn_is_one_error(tmp_path):
         check_prompts(load_judge_prompts(write_prompts(tmp_path / "b.jsonl", odd)), needed, "b.jsonl")
 
 
+def test_prompts_an_extension_may_need_are_checked_before_it_runs():
+    from evaluation.mt_bench.grading import needed_after_extension
+
+    q = Question(1, "math", ["a?"], ["A."])
+    assert needed_after_extension([q], 3, pairwise=False) == [
+        ("single-math-v1", 1),
+        ("single-v1-multi-turn", 2),  # extended turns without a reference model: the general prompt
+        ("single-v1-multi-turn", 3),
+        ("single-math-v1-multi-turn", 2),  # with one: the reference prompt
+        ("single-math-v1-multi-turn", 3),
+    ]
+
+
 def test_missing_references_use_the_general_prompt_and_are_marked(tmp_path):
     """An extended math turn without a reference: general prompt, marked; no empty reference shown."""
     prompts = load_judge_prompts(write_prompts(tmp_path / "jp.jsonl"))

@@ -49,6 +49,24 @@ def needed_prompts(
     return list(seen)
 
 
+def needed_after_extension(
+    questions: Sequence[Question], extend_to: int, pairwise: bool, force_reference: bool = False
+) -> list[tuple[str, int]]:
+    """What :func:`needed_prompts` may ask for once ``questions`` are extended to ``extend_to`` turns
+    (extended turns with or without references), to check a prompt file before the extension runs."""
+    probes = []
+    for q in questions:
+        if len(q.turns) >= extend_to:
+            probes.append(q)
+            continue
+        turns = [*q.turns, *[""] * (extend_to - len(q.turns))]
+        probes += [
+            Question(q.question_id, q.category, turns, q.reference),
+            Question(q.question_id, q.category, turns, ["r"] * extend_to),
+        ]
+    return needed_prompts(probes, pairwise, force_reference)
+
+
 def _mark(record: dict[str, Any], system: str, without_reference: bool) -> dict[str, Any]:
     record["system_prompt"] = system
     if without_reference:
