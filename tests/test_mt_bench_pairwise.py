@@ -135,3 +135,47 @@ def test_pairwise_baseline_task_end_to_end(tmp_path):
     assert results["pairwise"]["good"]["win"] == n_turns and results["pairwise"]["base"]["loss"] == n_turns
     assert metrics["mt_bench/win_rate"] == 1.0 and metrics["mt_bench/win_rate_turn_1"] == 1.0
     assert (out / "win_rate_per_turn.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fastchat_format_pair_prompts_at_turns_2_and_3(tmp_path):
+    """A user's pair-*-multi-turn prompt: turn 2 is str.format of the template; turn 3 shows both whole
+    conversations with each side's answer 3 last in its block."""
+    from evaluation.mt_bench.judge_prompts import load_judge_prompts
+
+    conv = "<<{side}>>\n## U:\n{{question_1}}\n## {side}:\n{{answer_{s}_1}}\n## U:\n{{question_2}}\n## {side}:\n{{answer_{s}_2}}\n<<END {side}>>\n"
+    template = conv.format(side="A", s="a") + conv.format(side="B", s="b")
+    rows = [
+        {"name": "pair-v2", "type": "pairwise", "system_prompt": "Pick one.", "prompt_template": "{question}|{answer_a}|{answer_b}", "output_format": "[[A]]"},
+        {"name": "pair-v2-multi-turn", "type": "pairwise", "system_prompt": "Pick the better reply to the second question.", "prompt_template": template, "output_format": "[[A]]"},
+    ]  # fmt: skip
+    path = tmp_path / "jp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    prompts = load_judge_prompts(path)
+    q = Question(1, "writing", ["one?", "two?", "three?"])
+    answers = {"x": {1: ["x1", "x2", "x3"]}, "y": {1: ["y1", "y2", "y3"]}}
+    seen = []
+    grade_pairs(
+        PairJudge(lambda ps: seen.extend(ps) or ["[[A]]"] * len(ps)), "j", prompts, [q], answers, [("x", "y")]
+    )
+    assert seen[0][-1]["content"] == "one?|x1|y1" and seen[1][-1]["content"] == "one?|y1|x1"
+    values = {
+        "question_1": "one?",
+        "question_2": "two?",
+        "answer_a_1": "x1",
+        "answer_a_2": "x2",
+        "answer_b_1": "y1",
+        "answer_b_2": "y2",
+    }
+    assert seen[2] == [
+        {"role": "system", "content": rows[1]["system_prompt"]},
+        {"role": "user", "content": template.format(**values)},
+    ]
+    turn3 = seen[4][-1]["content"]
+    block_a, block_b = turn3.split("<<END A>>\n")[0], turn3.split("<<END A>>\n")[1]
+    assert block_a.endswith("## U:\nthree?\n## A:\nx3\n") and block_b.endswith(
+        "## U:\nthree?\n## B:\ny3\n<<END B>>\n"
+    )
+    assert block_a.index("x1") < block_a.index("x2") < block_a.index("x3") and "y" not in block_a.replace(
+        "## U:", ""
+    )
+    assert "third question" in seen[4][0]["content"]
