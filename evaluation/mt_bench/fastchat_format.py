@@ -8,7 +8,11 @@
   ``{"question_id", "answer_id", "model_id", "choices": [{"index": 0, "turns": [str, ...]}], "tstamp"}``.
 - single-answer judgments (``model_judgment/<judge>_single.jsonl``):
   ``{"question_id", "model", "judge": [judge_model, prompt_name], "user_prompt", "judgment", "score",
-  "turn", "tstamp"}``, with ``score`` -1 when the verdict could not be parsed (as FastChat writes it).
+  "turn", "tstamp"}``, with ``score`` -1 when the verdict could not be parsed (as FastChat writes it);
+  Quartet adds ``system_prompt`` and, where a reference turn had none, ``graded_without_reference``.
+- pairwise judgments (``model_judgment/<judge>_pair.jsonl``): ``{"question_id", "model_1", "model_2",
+  "g1_winner", "g2_winner", "judge", "g1_user_prompt", "g1_judgment", "g2_user_prompt", "g2_judgment",
+  "turn", "tstamp"}`` (:mod:`evaluation.mt_bench.pairwise`).
 """
 
 from __future__ import annotations
