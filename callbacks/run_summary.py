@@ -18,7 +18,9 @@ from utils.atomic import write_json_atomic
 
 
 class RunSummary(L.Callback):
-    """Records the loss of each optimizer step (the first micro-batch's) and the wall time.
+    """Records the loss of each optimizer step and the wall time. With gradient accumulation it is the
+    loss of the micro-batch that completed the step: a loss is recorded only for a batch after which
+    ``global_step`` went up, so the curve has exactly one point per optimizer step.
 
     ``first_loss``/``last_loss`` are means over the first and last ``window`` steps, which shows a
     trend without the noise of one batch; ``first_step_loss``/``last_step_loss`` are the raw values.
@@ -30,17 +32,21 @@ class RunSummary(L.Callback):
         self.losses: list[float] = []
         self.restored_steps = 0  # loss values that came from the checkpoint this run resumed from
         self.start = time.time()
-        self._last_step = -1
+        self._step_before = 0
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = time.time()
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._step_before = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and trainer.global_step != self._last_step:
-            self._last_step = trainer.global_step
+        if isinstance(loss, torch.Tensor) and trainer.global_step > self._step_before:
             self.losses.append(float(loss.detach()))
 
     def state_dict(self) -> dict[str, Any]:

@@ -5,7 +5,9 @@ context-dependence question, ...) to a text generator and parses each reply:
 
 - :class:`RatingJudge`: a 1-10 score in FastChat's single-answer style, ``Rating: [[7]]``
   (:func:`parse_rating`);
-- :class:`YesNoJudge`: yes / no (:func:`parse_yes_no`).
+- :class:`YesNoJudge`: yes / no (:func:`parse_yes_no`);
+- :class:`PairJudge`: which of two replies is better in FastChat's pairwise style, ``[[A]]``, ``[[B]]``
+  or ``[[C]]`` for a tie (:func:`parse_pair_verdict`).
 
 The generator is any callable from prompts to reply texts; :class:`~inference.generation_cache.CachedGenerator`
 puts every backend (HF, vLLM, OpenAI-compatible HTTP) behind that interface, with the sample cache,
@@ -41,6 +43,7 @@ _LEADING_YES_NO = re.compile(
     r"^[\s*_#>\"'`]*(?:(?:final\s+)?(?:answer|verdict|judg(?:e)?ment|decision)\s*[:\-]\s*[\s*_\"'`]*)?(yes|no)\b",
     re.IGNORECASE,
 )
+_PAIR_VERDICT = re.compile(r"\[\[\s*([ABC])\s*\]\]")
 _YES_NO_WORD = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
 
 
@@ -56,6 +59,17 @@ def parse_rating(text: str, low: float = 1.0, high: float = 10.0) -> float | Non
         return None
     (value,) = values
     return value if low <= value <= high else None
+
+
+def parse_pair_verdict(text: str) -> str | None:
+    """``"A"``, ``"B"`` or ``"tie"`` from a pairwise judge's ``[[A]]``, ``[[B]]`` or ``[[C]]``; None
+    (unparseable, FastChat's ``"error"``) when there is none or two different ones. FastChat takes the
+    first of A, B, C found; a reply naming two different verdicts is read here as no verdict at all."""
+    found = set(_PAIR_VERDICT.findall(text or ""))
+    if len(found) != 1:
+        return None
+    (verdict,) = found
+    return "tie" if verdict == "C" else verdict
 
 
 def parse_yes_no(text: str) -> bool | None:
@@ -85,7 +99,7 @@ class Verdict:
     """One judgement: ``value`` is the parsed verdict (a score, or True/False), None when the reply
     could not be parsed; ``text`` is the judge's reply."""
 
-    value: float | bool | None
+    value: float | bool | str | None
     text: str
 
     @property
@@ -120,7 +134,7 @@ class Judge(ABC):
         self.counts: Counter = Counter(judged=0, unparseable=0)
 
     @abstractmethod
-    def parse(self, text: str) -> float | bool | None:
+    def parse(self, text: str) -> float | bool | str | None:
         """The verdict in ``text``, or None when there is none (a failure)."""
 
     def __call__(self, prompts: Sequence[Prompt]) -> list[Verdict]:
@@ -177,7 +191,16 @@ class YesNoJudge(Judge):
         return parse_yes_no(text)
 
 
-JUDGES: dict[str, type[Judge]] = {"rating": RatingJudge, "yes_no": YesNoJudge}
+class PairJudge(Judge):
+    """``"A"``, ``"B"`` or ``"tie"`` (:func:`parse_pair_verdict`)."""
+
+    kind = "pair"
+
+    def parse(self, text: str) -> str | None:
+        return parse_pair_verdict(text)
+
+
+JUDGES: dict[str, type[Judge]] = {"rating": RatingJudge, "yes_no": YesNoJudge, "pair": PairJudge}
 
 
 def build_judge(
@@ -187,7 +210,7 @@ def build_judge(
     cache: SampleCache | None = None,
     chunk_size: int = 32,
 ) -> Judge:
-    """A judge of ``kind`` (``rating`` | ``yes_no``) over the generator that ``cfg`` describes (the keys
+    """A judge of ``kind`` (``rating`` | ``yes_no`` | ``pair``) over the generator that ``cfg`` describes (the keys
     of :func:`~inference.generation_cache.build_generator`: ``backend``, ``path`` / ``base_url`` ...,
     ``sampling``)."""
     from inference.generation_cache import build_generator

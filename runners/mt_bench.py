@@ -2,15 +2,17 @@
 
 1. Read FastChat's ``question.jsonl`` (``data.path``) and, optionally, reference answers
    (``task.reference_answers``); with ``task.extend_to=N``, extend every session to N turns with the
-   Ask model (``task.ask_model``), once (the extended file is reused).
-2. Answer turn by turn with the model under test (``model`` + ``backend``), or read answers made
+   Ask model (``task.ask_model``), once, from a named source (``evaluation/mt_bench/extension.py``).
+2. Check that the judge prompts can grade every turn the run needs (one error otherwise).
+3. Answer turn by turn with the model under test (``model`` + ``backend``), or read answers made
    elsewhere (``task.answers``, a FastChat ``model_answer`` file). Answers are written to
    ``model_answer/<model_id>.jsonl`` in FastChat's format.
-3. Judge every turn with the 1-10 rating judge (``judge`` group: ``hf``, ``vllm``, ``openai_http``, or the
-   tiny demo's ``standin``), prompts from ``evaluation/mt_bench/judge_prompts.py`` or
-   ``task.judge_prompts``.
-4. Write ``results.json`` (mean, per turn, per category, unparseable count), ``judgments.jsonl``
-   (also as ``model_judgment/<judge>_single.jsonl``) and ``score_per_turn.png``.
+4. Grade every turn on its own answer (``evaluation/mt_bench/grading.py``): ``task.mode=single`` with
+   the 1-10 rating judge, or ``pairwise-baseline`` / ``pairwise-all`` with the ``[[A]]/[[B]]/[[C]]``
+   judge in both orders (``judge`` group: ``hf``, ``vllm``, ``openai_http``, or the tiny demo's
+   ``standin``), prompts from ``evaluation/mt_bench/judge_prompts.py`` or ``task.judge_prompts``.
+5. Write ``results.json``, ``model_judgment/<judge.name>_single.jsonl`` (and ``judgments.jsonl``) or
+   ``_pair.jsonl``, and ``score_per_turn.png`` or ``win_rate_per_turn.png``.
 """
 
 from __future__ import annotations
@@ -21,18 +23,21 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from evaluation.judges import RatingJudge
-from evaluation.mt_bench.answering import answer_all, extend_questions
+from evaluation.judges import Judge, PairJudge, RatingJudge
+from evaluation.mt_bench.answering import answer_all
+from evaluation.mt_bench.extension import Source, check_source, extend_questions
 from evaluation.mt_bench.fastchat_format import (
     Question,
     answer_record,
-    judgment_record,
+    judge_file_stem,
     read_answers,
     read_questions,
     write_questions,
 )
-from evaluation.mt_bench.judge_prompts import judge_messages, load_judge_prompts, prompt_name
-from evaluation.mt_bench.report import plot_per_turn, summarise
+from evaluation.mt_bench.grading import grade_pairs, grade_single, needed_after_extension, needed_prompts
+from evaluation.mt_bench.judge_prompts import check_prompts, load_judge_prompts
+from evaluation.mt_bench.pairwise import model_pairs, summarise_pairs
+from evaluation.mt_bench.report import plot_per_turn, plot_win_rate_per_turn, summarise
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
 from inference.sampling import SamplingParams
 from utils.atomic import write_json_atomic, write_jsonl_atomic
@@ -77,7 +82,22 @@ def default_model_id(cfg: DictConfig) -> str:
     return str(cfg.get("model", {}).get("kind", "model"))
 
 
-def load_questions(cfg: DictConfig, generator_for: Any, cache: Any) -> list[Question]:
+def _label(node: Any) -> str:
+    """A model config's name for the records: ``model``, else ``path``, else its backend."""
+    d = _plain(node) or {}
+    return str(d.get("model") or d.get("path") or d.get("backend", "model"))
+
+
+def _extension_source(t: DictConfig, questions: list[Question]) -> Source:
+    if t.get("extend_from"):
+        return Source(f"model answers {t.extend_from}", read_answers(t.extend_from))
+    return Source("reference answers", {q.question_id: q.reference or [] for q in questions})
+
+
+def load_questions(cfg: DictConfig, cache: Any, before_extension: Any = None) -> list[Question]:
+    """The questions, with references; with ``task.extend_to``, extended once (``task.extended_questions``
+    is reused when it exists, so every model answers the same questions). ``before_extension`` (a
+    check) sees the questions before any model is called."""
     t = cfg.task
     questions = read_questions(cfg.data.path)
     if t.get("reference_answers"):
@@ -91,61 +111,192 @@ def load_questions(cfg: DictConfig, generator_for: Any, cache: Any) -> list[Ques
     extended = Path(t.extended_questions)
     if extended.is_file():
         log.info(
-            "mt_bench: reusing the extended questions in %s (written once, so every model answers the same)",
+            "mt_bench: reusing the extended questions in %s (written once: every model answers the same)",
             extended,
         )
         return read_questions(extended)
     if not t.get("ask_model"):
         raise ConfigError(["task.extend_to needs task.ask_model (e.g. task.ask_model.path=<Ask model dir>)"])
+    if before_extension is not None:
+        before_extension(questions)
+    source = _extension_source(t, questions)
+    check_source(questions, int(t.extend_to), source, bool(t.get("reference_model")))
     ask = build_generator(_plain(t.ask_model), "task.ask_model", cache, kind="mt_bench/ask")
-    questions = extend_questions(questions, int(t.extend_to), generator_for, ask, _plain(t.temperatures))
+    ref = None
+    if t.get("reference_model"):
+        ref = build_generator(
+            _plain(t.reference_model), "task.reference_model", cache, kind="mt_bench/reference"
+        )
+    names = {"ask_model": _label(t.ask_model), "reference_model": _label(t.reference_model)}
+    questions = extend_questions(questions, int(t.extend_to), ask, source, ref, names)
     write_questions(extended, questions)
-    log.info("mt_bench: wrote the extended questions to %s", extended)
+    log.info("mt_bench: wrote the extended questions to %s (conditioned on %s)", extended, source.name)
     return questions
 
 
-def build_rating_judge(cfg: DictConfig, cache: Any) -> tuple[RatingJudge, str]:
-    j = _plain(cfg.judge)
-    if j.get("backend") == "standin":
-        from evaluation.mt_bench.standin_judge import NAME, standin_judge
-
-        return RatingJudge(standin_judge), NAME
-    gen = build_generator(
-        j, "judge", cache, kind="mt_bench/judge", chunk_size=int(j.pop("chunk_size", 32) or 32)
-    )
-    return RatingJudge(gen), str(j.get("model") or j.get("path"))
+MODES = ("single", "pairwise-baseline", "pairwise-all")
 
 
-def judge_answers(
-    cfg: DictConfig, questions: list[Question], answers: dict[Any, list[str]], model_id: str, cache: Any
-) -> list[dict[str, Any]]:
-    judge, judge_name = build_rating_judge(cfg, cache)
-    prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
-    force_reference = cfg.judge.get("backend") == "standin"
-    items = []
-    for q in questions:
-        for turn in range(1, len(answers[q.question_id]) + 1):
-            name = prompt_name("math" if force_reference else q.category, turn)
-            msgs = judge_messages(prompts[name], q.turns, answers[q.question_id], turn, q.reference)
-            items.append((q, turn, prompts[name].name, msgs))
-    verdicts = judge([msgs for *_, msgs in items])
-    return [
-        judgment_record(
-            q.question_id, model_id, (judge_name, pname), msgs[-1]["content"], v.text, v.value, turn
+def check_task(cfg: DictConfig) -> None:
+    """Every config problem of the task at once, before anything is loaded or generated."""
+    t, problems = cfg.task, []
+    if cfg.get("judge") is None:
+        problems.append(
+            "task=mt_bench needs a judge: judge=hf|vllm|openai_http (or judge=standin for the tiny demo)"
         )
-        for (q, turn, pname, msgs), v in zip(items, verdicts)
-    ]
+    mode = t.get("mode", "single")
+    if mode not in MODES:
+        problems.append(f"task.mode={mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "pairwise-baseline" and not t.get("baseline"):
+        problems.append("task.mode=pairwise-baseline needs task.baseline=<the baseline's model_answer file>")
+    if mode == "pairwise-all" and not t.get("compare_answers"):
+        problems.append("task.mode=pairwise-all needs task.compare_answers=[<model_answer file>, ...]")
+    if problems:
+        raise ConfigError(problems)
+
+
+def judge_name(cfg: DictConfig) -> str:
+    """``judge.name``; else the judge model's id (``judge.model``) or folder name; the stand-in's name."""
+    j = cfg.judge
+    if j.get("name"):
+        return str(j.name)
+    if j.get("backend") == "standin":
+        from evaluation.mt_bench.standin_judge import NAME
+
+        return NAME
+    if j.get("model"):
+        return str(j.model)
+    p = Path(str(j.get("path") or "judge"))
+    return p.parent.name if p.name == "hf_model" else p.name
+
+
+def build_judge(cfg: DictConfig, cache: Any, pairwise: bool) -> Judge:
+    """The rating judge (single) or the ``[[A]]/[[B]]/[[C]]`` judge (pairwise) on ``cfg.judge``."""
+    kind = PairJudge if pairwise else RatingJudge
+    j = {k: v for k, v in _plain(cfg.judge).items() if k != "name"}
+    if j.get("backend") == "standin":
+        from evaluation.mt_bench.standin_judge import standin_judge
+
+        return kind(standin_judge)
+    chunk = int(j.pop("chunk_size", 32) or 32)
+    return kind(build_generator(j, "judge", cache, kind=f"mt_bench/judge_{kind.kind}", chunk_size=chunk))
+
+
+def _answers_of(path: str, questions: list[Question]) -> dict[Any, list[str]]:
+    answers = read_answers(path)
+    missing = [q.question_id for q in questions if len(answers.get(q.question_id, [])) < len(q.turns)]
+    if missing:
+        raise DataError(f"{path}: no answer for every turn of questions {missing[:10]}")
+    return answers
+
+
+def _pairwise(
+    cfg: DictConfig, questions: list[Question], answers: dict[Any, list[str]], model_id: str, grade: Any
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The pair records and the per-model summary of ``pairwise-baseline`` / ``pairwise-all``."""
+    t = cfg.task
+    files = [t.baseline] if t.mode == "pairwise-baseline" else list(t.compare_answers)
+    by_model: dict[str, dict[Any, list[str]]] = {model_id: answers}
+    for f in files:
+        name = Path(str(f)).stem
+        if name in by_model:
+            raise ConfigError([f"{f}: model id {name!r} appears twice in the pairwise comparison"])
+        by_model[name] = _answers_of(str(f), questions)
+    models = list(by_model)
+    records = grade(by_model, model_pairs(models, t.mode))
+    return records, summarise_pairs(records, models, {q.question_id: q.category for q in questions})
+
+
+def _single_results(
+    judgments: list[dict[str, Any]], questions: list[Question], model_id: str
+) -> dict[str, Any]:
+    results = {
+        "model_id": model_id,
+        "mode": "single",
+        "questions": len(questions),
+        **summarise(judgments, {q.question_id: q.category for q in questions}),
+        "graded_without_reference": sum(bool(j.get("graded_without_reference")) for j in judgments),
+    }
+    if results["unparseable"]:
+        log.warning(
+            "mt_bench: %d judgement(s) had no parseable [[rating]]: counted as failures, not scores",
+            results["unparseable"],
+        )
+    log.info("mt_bench: %s score %s over %d turns", model_id, results["score"], results["scored_turns"])
+    return results
+
+
+def _metrics(results: dict[str, Any]) -> dict[str, float]:
+    if results["mode"] != "single":
+        model = results["pairwise"][results["model_id"]]
+        metrics = {"mt_bench/win_rate": _nan(model["win_rate"])}
+        metrics.update(
+            {f"mt_bench/win_rate_turn_{t}": _nan(v["win_rate"]) for t, v in model["per_turn"].items()}
+        )
+        return metrics
+    metrics = {"mt_bench/score": _nan(results["score"])}
+    metrics.update({f"mt_bench/turn_{t}": v["mean"] for t, v in results["per_turn"].items()})
+    metrics["mt_bench/unparseable"] = float(results["unparseable"])
+    return metrics
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
 
 
 def run(cfg: DictConfig) -> dict[str, float]:
     """The task from the composed eval config; writes the results into the run folder."""
-    if cfg.get("judge") is None:
-        raise ConfigError(
-            ["task=mt_bench needs a judge: judge=hf|vllm|openai_http (or judge=standin for the tiny demo)"]
-        )
+    check_task(cfg)
     out = Path(cfg.paths.output_dir)
     cache = open_cache(Path(cfg.cache_dir) / "mt_bench.jsonl" if cfg.get("cache_dir") else None, "cache_dir")
-    model_id = default_model_id(cfg)
+    model_id, name = default_model_id(cfg), judge_name(cfg)
+    stem, pairwise = judge_file_stem(name), cfg.task.mode != "single"
+    prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
+    force_reference = cfg.judge.get("backend") == "standin"
+    generator_for = _generator_for(cfg, cache)
+    source = cfg.task.get("judge_prompts")
+
+    def early_check(qs: list[Question]) -> None:
+        needed = needed_after_extension(qs, int(cfg.task.extend_to), pairwise, force_reference)
+        check_prompts(prompts, needed, source)
+
+    questions = load_questions(cfg, cache, early_check)
+    check_prompts(prompts, needed_prompts(questions, pairwise, force_reference), source)
+    if cfg.task.get("answers"):
+        answers = _answers_of(str(cfg.task.answers), questions)
+    else:
+        answers = answer_all(questions, generator_for, _plain(cfg.task.temperatures))
+        write_jsonl_atomic(
+            out / "model_answer" / f"{model_id}.jsonl",
+            (answer_record(q.question_id, model_id, answers[q.question_id]) for q in questions),
+        )
+    judge = build_judge(cfg, cache, pairwise)
+    if pairwise:
+
+        def grade(by_model: dict[str, Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+            return grade_pairs(judge, name, prompts, questions, by_model, pairs, force_reference)
+
+        records, summary = _pairwise(cfg, questions, answers, model_id, grade)
+        write_jsonl_atomic(out / "model_judgment" / f"{stem}_pair.jsonl", records)
+        results = {"model_id": model_id, "mode": cfg.task.mode, "judge": name, "pairwise": summary}
+        results["errors"] = sum(s["error"] for s in summary.values())
+        plot_win_rate_per_turn(summary, out / "win_rate_per_turn.png")
+    else:
+        judgments = grade_single(judge, name, prompts, questions, answers, model_id, force_reference)
+        write_jsonl_atomic(out / "judgments.jsonl", judgments)
+        write_jsonl_atomic(out / "model_judgment" / f"{stem}_single.jsonl", judgments)
+        results = {**_single_results(judgments, questions, model_id), "judge": name}
+    results["generated_turns"] = sum(len(q.generated_turns) for q in questions)
+    write_json_atomic(out / "results.json", results)
+    if not pairwise and results["per_turn"]:
+        plot_per_turn(
+            [out, *[Path(p) for p in cfg.task.get("compare_with") or []]], out / "score_per_turn.png"
+        )
+    return _metrics(results)
+
+
+def _generator_for(cfg: DictConfig, cache: Any) -> Any:
+    """temperature -> the model under test's cached generator (the backend is built on first use)."""
     generators: dict[float, CachedGenerator] = {}
     backend: list[Any] = []
 
@@ -159,47 +310,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
             generators[temperature] = CachedGenerator(backend[0], params, cache, kind="mt_bench/answer")
         return generators[temperature]
 
-    questions = load_questions(cfg, generator_for, cache)
-    if cfg.task.get("answers"):
-        answers = read_answers(cfg.task.answers)
-        missing = [q.question_id for q in questions if len(answers.get(q.question_id, [])) < len(q.turns)]
-        if missing:
-            raise DataError(
-                f"task.answers={cfg.task.answers}: no answer for every turn of questions {missing[:10]}"
-            )
-    else:
-        answers = answer_all(questions, generator_for, _plain(cfg.task.temperatures))
-        write_jsonl_atomic(
-            out / "model_answer" / f"{model_id}.jsonl",
-            (answer_record(q.question_id, model_id, answers[q.question_id]) for q in questions),
-        )
-    judgments = judge_answers(cfg, questions, answers, model_id, cache)
-    judge_file = (
-        f"{judgments[0]['judge'][0].replace('/', '_')}_single.jsonl" if judgments else "judge_single.jsonl"
-    )
-    write_jsonl_atomic(out / "judgments.jsonl", judgments)
-    write_jsonl_atomic(out / "model_judgment" / judge_file, judgments)
-    results = {
-        "model_id": model_id,
-        "questions": len(questions),
-        **summarise(judgments, {q.question_id: q.category for q in questions}),
-    }
-    results["generated_turns"] = sum(len(q.generated_turns) for q in questions)
-    write_json_atomic(out / "results.json", results)
-    if results["per_turn"]:
-        plot_per_turn(
-            [out, *[Path(p) for p in cfg.task.get("compare_with") or []]], out / "score_per_turn.png"
-        )
-    if results["unparseable"]:
-        log.warning(
-            "mt_bench: %d judgement(s) had no parseable [[rating]]: counted as failures, not scores",
-            results["unparseable"],
-        )
-    log.info("mt_bench: %s score %s over %d turns", model_id, results["score"], results["scored_turns"])
-    metrics = {"mt_bench/score": results["score"] if results["score"] is not None else float("nan")}
-    metrics.update({f"mt_bench/turn_{t}": v["mean"] for t, v in results["per_turn"].items()})
-    metrics["mt_bench/unparseable"] = float(results["unparseable"])
-    return metrics
+    return generator_for
 
 
 def headline_metric(cfg: DictConfig) -> str:

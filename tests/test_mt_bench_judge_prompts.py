@@ -53,7 +53,8 @@ def test_fastchat_prompt_file_with_numbered_fields(tmp_path):
     path = tmp_path / "judge_prompts.jsonl"
     path.write_text(json.dumps(row) + "\n" + json.dumps(pair) + "\n")
     prompts = load_judge_prompts(path)
-    assert "pair-v2" not in prompts and prompts["single-v1"] is BUILTIN["single-v1"]
+    # A user's file replaces Quartet's prompts (never mixed); its pairwise prompts are read too.
+    assert set(prompts) == {"single-v1-multi-turn", "pair-v2"} and prompts["pair-v2"].type == "pairwise"
     msgs = judge_messages(prompts["single-v1-multi-turn"], QUESTIONS, ANSWERS, turn=2)
     assert msgs == [
         {"role": "system", "content": "Judge."},
@@ -63,7 +64,7 @@ def test_fastchat_prompt_file_with_numbered_fields(tmp_path):
             "Q2 Which one is the longest? A2 The Danube.",
         },
     ]
-    with pytest.raises(QuartetError, match="uses \\['answer_2', 'question_2'\\]"):
+    with pytest.raises(QuartetError, match="uses \\[.answer_2., .question_2.\\], which turn 1 does not have"):
         judge_messages(prompts["single-v1-multi-turn"], QUESTIONS, ANSWERS, turn=1)
 
 

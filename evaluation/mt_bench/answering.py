@@ -2,10 +2,8 @@
 each turn with the history of its own earlier answers, all questions of a turn in batched calls (one
 call per temperature), through the sample cache, so a rerun pays nothing twice.
 
-``extend_questions`` is the MT-Bench++-style extension (METHODS.md §1): an Ask model writes follow-up
-user turns for sessions with fewer than ``extend_to`` turns. Generated turns are marked in
-``generated_turns``; the extended file is written once and reused, so every model under test answers
-the same questions. These are model-written follow-ups, not the paper's human-written MT-Bench++ set.
+The MT-Bench++-style extension (follow-up turns written once, from a named source) is
+:mod:`evaluation.mt_bench.extension`.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from typing import Any
 
 from evaluation.mt_bench.fastchat_format import Question
 from evaluation.mt_bench.temperatures import temperature_for
-from inference.chat import NextTurn
 
 log = logging.getLogger(__name__)
 
@@ -63,46 +60,3 @@ def answer_all(
         n = answer_turn(questions, answers, turn, generator_for, temperatures)
         log.info("mt_bench: answered turn %d of %d questions", turn + 1, n)
     return answers
-
-
-def extend_questions(
-    questions: Sequence[Question],
-    extend_to: int,
-    generator_for: GeneratorFor,
-    ask_model: Any,
-    temperatures: dict[str, float] | None = None,
-) -> list[Question]:
-    """Questions with follow-up turns written by ``ask_model`` up to ``extend_to`` turns (answers to
-    earlier turns come from ``generator_for``, the model under test at extension time). An empty
-    follow-up stops that question's extension (it keeps the turns it has)."""
-    out = [
-        Question(q.question_id, q.category, list(q.turns), q.reference, list(q.generated_turns))
-        for q in questions
-    ]
-    answers: dict[Any, list[str]] = {q.question_id: [] for q in out}
-    stopped: set[Any] = set()
-    for turn in range(extend_to):
-        answer_turn(out, answers, turn, generator_for, temperatures)
-        need = [q for q in out if len(q.turns) == turn + 1 < extend_to and q.question_id not in stopped]
-        if not need:
-            continue
-        prompts = [
-            NextTurn(
-                [
-                    *history(q, answers[q.question_id], turn),
-                    {"role": "assistant", "content": answers[q.question_id][turn]},
-                ],
-                role="user",
-            )
-            for q in need
-        ]
-        replies = ask_model.generate(prompts, ids=[str(q.question_id) for q in need])
-        for q, completions in zip(need, replies):
-            text = completions[0].text.strip()
-            if not text:
-                stopped.add(q.question_id)
-                log.warning("mt_bench: the Ask model wrote an empty follow-up for question %s", q.question_id)
-                continue
-            q.generated_turns.append(len(q.turns))
-            q.turns.append(text)
-    return out

@@ -2,12 +2,17 @@
 
 - ``question.jsonl``: ``{"question_id", "category", "turns": [str, ...], "reference"?: [str, ...]}``
   (any number of turns). Quartet adds ``"generated_turns": [i, ...]`` for turns an Ask model wrote
-  (MT-Bench++-style extension); FastChat ignores unknown keys.
+  (MT-Bench++-style extension) and ``"extension"`` (what the follow-ups were conditioned on, which
+  model wrote which reference answers); FastChat ignores unknown keys.
 - reference answers (``reference_answer/<judge>.jsonl``) and model answers (``model_answer/<model_id>.jsonl``):
   ``{"question_id", "answer_id", "model_id", "choices": [{"index": 0, "turns": [str, ...]}], "tstamp"}``.
 - single-answer judgments (``model_judgment/<judge>_single.jsonl``):
   ``{"question_id", "model", "judge": [judge_model, prompt_name], "user_prompt", "judgment", "score",
-  "turn", "tstamp"}``, with ``score`` -1 when the verdict could not be parsed (as FastChat writes it).
+  "turn", "tstamp"}``, with ``score`` -1 when the verdict could not be parsed (as FastChat writes it);
+  Quartet adds ``system_prompt`` and, where a reference turn had none, ``graded_without_reference``.
+- pairwise judgments (``model_judgment/<judge>_pair.jsonl``): ``{"question_id", "model_1", "model_2",
+  "g1_winner", "g2_winner", "judge", "g1_user_prompt", "g1_judgment", "g2_user_prompt", "g2_judgment",
+  "turn", "tstamp"}`` (:mod:`evaluation.mt_bench.pairwise`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Question:
     turns: list[str]
     reference: list[str] | None = None
     generated_turns: list[int] = field(default_factory=list)
+    extension: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -41,6 +47,8 @@ class Question:
             out["reference"] = self.reference
         if self.generated_turns:
             out["generated_turns"] = self.generated_turns
+        if self.extension:
+            out["extension"] = self.extension
         return out
 
 
@@ -79,6 +87,7 @@ def read_questions(path: str | Path) -> list[Question]:
                 turns,
                 reference,
                 list(row.get("generated_turns", [])),
+                row.get("extension") if isinstance(row.get("extension"), dict) else None,
             )
         )
     if not questions:
@@ -137,3 +146,15 @@ def judgment_record(
         "turn": turn,
         "tstamp": time.time(),
     }
+
+
+def judge_file_stem(name: str) -> str:
+    """``name`` (``judge.name``) as the stem of ``model_judgment/<judge>_single.jsonl``: path separators
+    become ``_``; an empty name, ``.`` or ``..`` is an error (a file name must stay inside the folder).
+    (Kept minimal here; the project-wide rule for config-made file names is utils/safe_names.py.)"""
+    stem = name.replace("/", "_").replace("\\", "_").replace("\0", "_").strip()
+    if stem in ("", ".", ".."):
+        raise QuartetError(
+            f"judge.name={name!r} cannot name a judgment file; give judge.name=<judge model name>"
+        )
+    return stem

@@ -78,3 +78,32 @@ def plot_per_turn(
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def plot_win_rate_per_turn(
+    summary: Mapping[str, Mapping[str, Any]], out_png: str | Path, title: str = "MT-Bench pairwise"
+) -> Path:
+    """One line per model: its win rate (wins / matches, ties counted as matches) at each turn, from
+    :func:`evaluation.mt_bench.pairwise.summarise_pairs`. Saves a PNG and returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for model, s in summary.items():
+        turns = sorted(int(t) for t, v in s["per_turn"].items() if v["win_rate"] is not None)
+        ax.plot(turns, [s["per_turn"][str(t)]["win_rate"] for t in turns], marker="o", label=model)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("turn")
+    ax.set_ylabel("win rate (ties count as matches)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(f"{title}: win rate per turn")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out

@@ -7,6 +7,9 @@ contains: ``score = 1 + round(9 × recall)``, replied as ``Rating: [[score]]`` s
 path (``RatingJudge``) runs. It only makes sense where every turn has a reference answer that states
 the facts, as in ``data/mt_bench/question.jsonl``; use a real judge model (``judge=hf|vllm|openai_http``)
 for real models.
+
+For Quartet's pairwise prompts with a reference (``pair-math-v1``), it scores A's and B's replies the same
+way and answers ``[[A]]``, ``[[B]]``, or ``[[C]]`` when the two scores are equal.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ _REFERENCE = re.compile(
     r"\[A reference answer to the latest message\]\n(.*?)\n\[End of the reference answer\]", re.S
 )
 _REPLY = re.compile(r"\[The assistant's reply to grade\]\n(.*?)\n\[End of the reply\]", re.S)
+_REPLY_A = re.compile(r"\[Assistant A's reply\]\n(.*?)\n\[End of A's reply\]", re.S)
+_REPLY_B = re.compile(r"\[Assistant B's reply\]\n(.*?)\n\[End of B's reply\]", re.S)
 
 NAME = "standin_reference_overlap"
 
@@ -79,6 +84,9 @@ def standin_judge(prompts: Sequence[Sequence[dict[str, str]]]) -> list[str]:
     replies = []
     for messages in prompts:
         body = messages[-1]["content"]
+        if _REPLY_A.search(body):
+            replies.append(_pair_reply(body))
+            continue
         ref, reply = _REFERENCE.search(body), _REPLY.search(body)
         if ref is None or reply is None:
             replies.append("The stand-in judge needs a reference answer; no rating.")
@@ -87,3 +95,12 @@ def standin_judge(prompts: Sequence[Sequence[dict[str, str]]]) -> list[str]:
             f"Stand-in judge: reference-word overlap. Rating: [[{overlap_score(reply.group(1), ref.group(1))}]]"
         )
     return replies
+
+
+def _pair_reply(body: str) -> str:
+    ref, a, b = _REFERENCE.search(body), _REPLY_A.search(body), _REPLY_B.search(body)
+    if ref is None or a is None or b is None:
+        return "The stand-in judge needs a reference answer; no verdict."
+    score_a, score_b = overlap_score(a.group(1), ref.group(1)), overlap_score(b.group(1), ref.group(1))
+    verdict = "A" if score_a > score_b else "B" if score_b > score_a else "C"
+    return f"Stand-in judge: reference-word overlap A={score_a}, B={score_b}. [[{verdict}]]"

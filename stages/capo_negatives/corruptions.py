@@ -26,6 +26,8 @@ from typing import Any
 from stages.common import Message
 
 CORRUPTIONS = ("neglect", "hallucination", "misunderstanding", "history_swap")
+#: The paper's three (the default of ``stage.corruptions``); ``history_swap`` is Quartet's opt-in extra.
+PAPER_CORRUPTIONS = CORRUPTIONS[:3]
 HALLUCINATION_INSTRUCTION = (
     "The user's message continues an earlier conversation that you cannot see. Do not ask what they "
     "mean: guess what they are referring to and answer directly and confidently."
