@@ -31,7 +31,7 @@ FORMAT_INSTRUCTIONS: dict[str, str] = {
     "choice": 'Think step by step, then finish with "The answer is (X)." where X is one of {letters}.',
     "yesno": 'Think step by step, then finish with "The answer is yes." or "The answer is no."',
     "text": 'Think step by step, then finish with "The answer is X." where X is a short phrase.',
-    "math": "Think step by step, then put the final answer in LaTeX inside \\boxed{}.",
+    "math": "Think step by step, then put the final answer in LaTeX inside \\boxed{{}}.",
 }
 
 #: How an exemplar's final answer is written, per answer type.
@@ -55,7 +55,7 @@ AGREEMENT_FORMAT_INSTRUCTIONS: dict[str, str] = {
     "choice": ' Reply with "The answer is (X)." where X is one of {letters}.',
     "yesno": ' Reply with "The answer is yes." or "The answer is no."',
     "text": ' Reply with "The answer is X."',
-    "math": " Reply with that answer in LaTeX inside \\boxed{}.",
+    "math": " Reply with that answer in LaTeX inside \\boxed{{}}.",
 }
 
 
