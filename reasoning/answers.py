@@ -151,10 +151,11 @@ def extract_choice(
 ) -> str | None:
     """The option letter (``"A"``...) chosen in ``text``, or None.
 
-    ``strict`` reads an explicit statement (``The answer is (B)``, ``#### C``, ``Answer: B``); when
-    ``choices`` are given, a statement quoting exactly one option's text maps to its letter.
-    ``flexible`` takes the last option-looking mention: ``(B)``, ``option B``, ``B)``, ``B.`` / ``B:``
-    at the start of a line, or a reply that is just the letter.
+    ``strict`` reads an explicit statement (``The answer is (B)``, ``#### C``, ``Answer: B``,
+    ``\\boxed{B}``); when ``choices`` are given, a statement giving exactly one option's text (or, for
+    mathematical options, an equivalent value) maps to its letter. ``flexible`` takes the last
+    option-looking mention: ``(B)``, ``option B``, ``B)``, ``B.`` / ``B:`` at the start of a line, a reply
+    that is just the letter, and failing those the option whose text is mentioned last.
     """
     _check_mode(mode)
     letters = choice_letters(num_choices)
@@ -206,7 +207,7 @@ def _statement_option(after: str, choices: Sequence[str], letters: str) -> str |
     if not hits and re.search(r"[\d\\]", raw):
         from reasoning.math_answers import math_equal
 
-        hits = [i for i, c in enumerate(choices[: len(letters)]) if math_equal(raw.strip(" $"), c)]
+        hits = [i for i, c in enumerate(choices[: len(letters)]) if math_equal(raw, c)]
     return letters[hits[0]] if len(hits) == 1 else None
 
 
