@@ -79,3 +79,22 @@ def test_multiple_choice_answers_given_as_option_text() -> None:
     assert extract_answer("No idea.", "choice", choices=opts) is None
     values = ["\\frac{1}{2}", "\\frac{3}{4}", "1", "2"]  # MMLU-Math: an option's value, equivalent
     assert extract_answer("The answer is $\\boxed{0.75}$.", "choice", choices=values) == "B"
+
+
+def test_votes_group_equivalent_answers_and_the_rlmec_stages_label_alike() -> None:
+    from evaluation.reasoning.evaluator import _vote_keys
+    from evaluation.reasoning.methods import self_consistency
+    from reasoning.questions import record_from_dict
+    from stages.rlmec.sample import label
+
+    rec = record_from_dict(
+        {"question": "q", "answer": "\\frac{1}{2}", "answer_type": "math"}, "t:1", "m1", "math"
+    )
+    keys = _vote_keys(["3", "0.5", "\\dfrac{1}{2}", None, "3.0"], rec)
+    assert keys == ["3", "0.5", "0.5", None, "3"]
+    assert self_consistency(keys, 5).answer == "3"  # 2 votes each: the first seen wins, as for strings
+    assert self_consistency(keys[1:], 4).answer == "0.5"  # 0.5 and \dfrac{1}{2} are one answer, 2 votes
+    # RLMEC's sampling stage labels a sample with the evaluation's comparison (training and eval agree).
+    assert label(rec, "Halve it: $\\boxed{0.5}$") == ("0.5", True)
+    num = record_from_dict({"question": "q", "answer": "1/3", "tolerance": 1e-3}, "t:2", "n1", "arith")
+    assert label(num, "The answer is 0.3333.") == ("0.3333", True)
