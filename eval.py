@@ -8,6 +8,8 @@ its module may define ``headline_metric(cfg) -> str``, the metric ``main`` retur
 
 Tasks: ``task=reasoning`` / ``task=reasoning_mixed`` (``runners/reasoning.py``): greedy CoT,
 Self-Consistency and Self-Agreement (arXiv 2311.08154) under ``trainer.predict``.
+The papers' benchmarks by name (``task=gsm8k``, ``task=math``, ..., ``task=reasoning_mix``; the registry
+is ``reasoning/benchmarks.py``) run through the same runner; recipes: ``experiment=repro/<name>``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ Three modes, the first two as in lm-evaluation-harness' GSM8K filters:
 - ``auto``: ``strict`` when an explicit statement is present, else ``flexible``.
 
 Every extractor returns a *normalised* answer string (see :func:`normalize_answer`) or ``None`` when
-nothing parses; evaluators count ``None`` as a parse failure.
+nothing parses; evaluators count ``None`` as a parse failure. :func:`answers_match` compares a
+prediction with the gold as the papers score: numbers within a tolerance, ``math`` answers (MATH's
+``\\boxed{}``) by symbolic equivalence through ``math-verify`` (:mod:`reasoning.math_answers`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import string
 from collections.abc import Sequence
 from fractions import Fraction
 
-ANSWER_TYPES = ("number", "choice", "yesno", "text")
+ANSWER_TYPES = ("number", "choice", "yesno", "text", "math")
 EXTRACTION_MODES = ("strict", "flexible", "auto")
 
 # A number: optional sign (not glued to a preceding word/digit, so "5-3" is 5 and 3), optional "$",
@@ -98,9 +100,23 @@ def _numbers(text: str) -> list[str]:
     return [m.group(0) for m in _NUM_RE.finditer(text)]
 
 
+_LATEX_FRACS = (
+    re.compile(r"\\[dt]?frac\{\s*([-\d.,]+)\s*\}\{\s*([-\d.,]+)\s*\}"),  # \frac{1}{2}
+    re.compile(r"\\[dt]?frac(\d)(\d)"),  # \frac12
+)
+
+
+def _latex_numbers(text: str) -> str:
+    """LaTeX fractions of plain numbers written as ``a/b`` (so ``\\boxed{\\frac{1}{2}}`` reads as 1/2, not 2)."""
+    for rx in _LATEX_FRACS:
+        text = rx.sub(r"\1/\2", text)
+    return text
+
+
 def extract_number(text: str, mode: str = "auto") -> str | None:
     """The numeric answer in ``text`` (normalised), or None."""
     _check_mode(mode)
+    text = _latex_numbers(text)
     if mode in ("strict", "auto"):
         for after in _statements(text):
             m = _NUM_RE.match(after)
@@ -135,10 +151,11 @@ def extract_choice(
 ) -> str | None:
     """The option letter (``"A"``...) chosen in ``text``, or None.
 
-    ``strict`` reads an explicit statement (``The answer is (B)``, ``#### C``, ``Answer: B``); when
-    ``choices`` are given, a statement quoting exactly one option's text maps to its letter.
-    ``flexible`` takes the last option-looking mention: ``(B)``, ``option B``, ``B)``, ``B.`` / ``B:``
-    at the start of a line, or a reply that is just the letter.
+    ``strict`` reads an explicit statement (``The answer is (B)``, ``#### C``, ``Answer: B``,
+    ``\\boxed{B}``); when ``choices`` are given, a statement giving exactly one option's text (or, for
+    mathematical options, an equivalent value) maps to its letter. ``flexible`` takes the last
+    option-looking mention: ``(B)``, ``option B``, ``B)``, ``B.`` / ``B:`` at the start of a line, a reply
+    that is just the letter, and failing those the option whose text is mentioned last.
     """
     _check_mode(mode)
     letters = choice_letters(num_choices)
@@ -152,11 +169,9 @@ def extract_choice(
                 m.group(2).isupper() or m.group(1) or re.match(r"\s*(?:$|[.)\],;:\n])", after[m.end() :])
             ):
                 return m.group(2).upper()
-            if choices:
-                phrase = _norm_text(re.split(r"[.\n]", after, maxsplit=1)[0])
-                hits = [i for i, c in enumerate(choices) if _norm_text(c) == phrase]
-                if len(hits) == 1 and hits[0] < len(letters):
-                    return letters[hits[0]]
+            hit = _statement_option(after, choices or (), letters)
+            if hit is not None:
+                return hit
         if mode == "strict":
             return None
     up = f"[{letters}]"
@@ -176,7 +191,46 @@ def extract_choice(
     bare = text.strip().strip(".:*)( ")
     if len(bare) == 1 and bare.upper() in letters:
         return bare.upper()
-    return None
+    return _last_option_text(text, choices or (), letters)
+
+
+def _statement_option(after: str, choices: Sequence[str], letters: str) -> str | None:
+    """The letter of the one option whose text the statement gives (ECQA, QASC and OpenbookQA answers
+    are often written as the option's text): equal after normalisation, or, for mathematical options
+    (MMLU-Math), equivalent under ``math-verify``."""
+    if not choices:
+        return None
+    raw = re.split(r"\.(?:\s|$)|\n", after, maxsplit=1)[0]
+    raw = raw[: _unbalanced_close(raw)].strip(" $*")  # inside \\boxed{...}: stop at its brace
+    phrase = _norm_text(raw)
+    hits = [i for i, c in enumerate(choices[: len(letters)]) if phrase and _norm_text(c) == phrase]
+    if not hits and re.search(r"[\d\\]", raw):
+        from reasoning.math_answers import math_equal
+
+        hits = [i for i, c in enumerate(choices[: len(letters)]) if math_equal(raw, c)]
+    return letters[hits[0]] if len(hits) == 1 else None
+
+
+def _unbalanced_close(text: str) -> int:
+    """Index of the first ``}`` that closes a brace opened before ``text`` (``len(text)`` if none)."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth < 0:
+            return i
+    return len(text)
+
+
+def _last_option_text(text: str, choices: Sequence[str], letters: str) -> str | None:
+    """Flexible fallback: the option whose text occurs last in ``text`` (None on a tie or no mention)."""
+    norm = f" {_norm_text(text)} "
+    found = [(norm.rfind(f" {_norm_text(c)} "), i) for i, c in enumerate(choices[: len(letters)])]
+    found = [(pos, i) for pos, i in found if pos >= 0 and _norm_text(choices[i])]
+    if not found:
+        return None
+    last = max(pos for pos, _ in found)
+    at_last = [i for pos, i in found if pos == last]
+    return letters[at_last[0]] if len(at_last) == 1 else None
 
 
 # ---------------------------------------------------------------- yes / no
@@ -233,6 +287,10 @@ def extract_answer(
         return extract_yes_no(text, mode)
     if answer_type == "text":
         return extract_text(text, mode)
+    if answer_type == "math":
+        from reasoning.math_answers import extract_math
+
+        return extract_math(text, mode)
     raise ValueError(f"Unknown answer_type {answer_type!r}; choose one of {list(ANSWER_TYPES)}")
 
 
@@ -248,9 +306,44 @@ def normalize_answer(value: str, answer_type: str) -> str | None:
         return {"yes": "yes", "no": "no", "true": "yes", "false": "no"}.get(v)
     if answer_type == "text":
         return _norm_text(value) or None
+    if answer_type == "math":
+        from reasoning.math_answers import normalize_math
+
+        return normalize_math(value)
     raise ValueError(f"Unknown answer_type {answer_type!r}; choose one of {list(ANSWER_TYPES)}")
 
 
 def is_correct(pred: str | None, gold: str | None) -> bool:
     """Both normalised and equal (a parse failure is never correct)."""
     return pred is not None and gold is not None and pred == gold
+
+
+def numbers_close(pred: str, gold: str, tolerance: float) -> bool:
+    """``|pred - gold| <= tolerance * max(1, |gold|)`` for two normalised numbers (``"1/3"``, ``"0.3333"``)."""
+    try:
+        p, g = Fraction(pred), Fraction(gold)
+    except (ValueError, ZeroDivisionError):
+        return False
+    return abs(p - g) <= Fraction(tolerance) * max(1, abs(g))
+
+
+def answers_match(
+    pred: str | None, gold: str | None, answer_type: str = "number", tolerance: float | None = None
+) -> bool:
+    """Whether an extracted answer is right, as the benchmark scores it (a parse failure never is).
+
+    ``number``: equal, or within ``tolerance`` (relative to the gold, absolute below 1) when it is set;
+    ``math``: symbolically equivalent under ``math-verify`` (``\\dfrac{1}{2}``, ``\\frac12`` and ``0.5``
+    agree); other types: equal after normalisation.
+    """
+    if pred is None or gold is None:
+        return False
+    if pred == gold:
+        return True
+    if answer_type == "number" and tolerance:
+        return numbers_close(pred, gold, tolerance)
+    if answer_type == "math":
+        from reasoning.math_answers import math_equal
+
+        return math_equal(pred, gold)
+    return False

@@ -31,6 +31,7 @@ FORMAT_INSTRUCTIONS: dict[str, str] = {
     "choice": 'Think step by step, then finish with "The answer is (X)." where X is one of {letters}.',
     "yesno": 'Think step by step, then finish with "The answer is yes." or "The answer is no."',
     "text": 'Think step by step, then finish with "The answer is X." where X is a short phrase.',
+    "math": "Think step by step, then put the final answer in LaTeX inside \\boxed{{}}.",
 }
 
 #: How an exemplar's final answer is written, per answer type.
@@ -39,6 +40,7 @@ ANSWER_ENDINGS: dict[str, str] = {
     "choice": "The answer is ({gold}).",
     "yesno": "The answer is {gold}.",
     "text": "The answer is {gold}.",
+    "math": "The answer is $\\boxed{{{gold}}}$.",
 }
 
 AGREEMENT_TEMPLATE = (
@@ -53,6 +55,7 @@ AGREEMENT_FORMAT_INSTRUCTIONS: dict[str, str] = {
     "choice": ' Reply with "The answer is (X)." where X is one of {letters}.',
     "yesno": ' Reply with "The answer is yes." or "The answer is no."',
     "text": ' Reply with "The answer is X."',
+    "math": " Reply with that answer in LaTeX inside \\boxed{{}}.",
 }
 
 

@@ -11,7 +11,9 @@ Format: one JSON object per line with
 - ``task`` (optional): the source task, used for per-task scores and for choosing few-shot exemplars
   when the question type is "known"; defaults to the file's stem;
 - ``id`` (optional): a unique id; defaults to ``"<stem>-<line>"``;
-- ``answer_type`` (optional): ``number``, ``choice``, ``yesno`` or ``text``; inferred when absent.
+- ``answer_type`` (optional): ``number``, ``choice``, ``yesno``, ``text`` or ``math`` (MATH's LaTeX
+  answers, compared through math-verify); inferred when absent (never as ``math``);
+- ``tolerance`` (optional): numeric answers within this relative tolerance count as right.
 
 JSONL and Parquet files are read; every error names the file, the line (row) and the fix.
 """
@@ -46,6 +48,7 @@ class ReasoningRecord:
     task: str
     rationale: str = ""
     choices: tuple[str, ...] = field(default_factory=tuple)
+    tolerance: float | None = None
 
     @property
     def num_choices(self) -> int | None:
@@ -118,14 +121,18 @@ def record_from_dict(obj: Any, where: str, default_id: str, default_task: str) -
         gold = normalize_answer(gold_raw, answer_type)
         if gold is None:
             raise ReasoningDataError(f"{where}: answer {gold_raw!r} is not a valid '{answer_type}' answer")
+    tolerance = obj.get("tolerance")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))):
+        raise ReasoningDataError(f"{where}: field 'tolerance' must be a number, got {tolerance!r}")
     return ReasoningRecord(
         id=str(obj.get("id", default_id)),
         question=question.strip(),
         gold=gold,
         answer_type=answer_type,
         task=str(obj.get("task") or default_task),
-        rationale=rationale,
+        rationale=rationale or str(obj.get("rationale") or ""),
         choices=choices,
+        tolerance=float(tolerance) if tolerance is not None else None,
     )
 
 

@@ -77,6 +77,16 @@ def validate_eval_config(cfg: DictConfig) -> None:
         raise ConfigError(problems)
 
 
+def with_benchmark_prompts(spec: Any, datamodule: Any) -> Any:
+    """``spec`` with the data module's few-shot pool, and the registered benchmarks' one-line
+    descriptions under ``prompt.task_descriptions`` (the config's own entries win)."""
+    import dataclasses
+
+    descriptions = {**getattr(datamodule, "task_descriptions", {}), **spec.prompt.task_descriptions}
+    prompt = dataclasses.replace(spec.prompt, task_descriptions=descriptions)
+    return dataclasses.replace(spec, prompt=prompt, fewshot_pool=tuple(datamodule.fewshot_pool))
+
+
 def check_prompts(cfg: DictConfig, spec: Any, records: list) -> None:
     """Build every prompt once (few-shot shortages show up here) and check the chat template."""
     from reasoning.prompts import build_cot_prompt
@@ -121,7 +131,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.setup("predict")
-    spec = dataclasses.replace(build_spec(cfg), fewshot_pool=tuple(datamodule.fewshot_pool))
+    spec = with_benchmark_prompts(build_spec(cfg), datamodule)
     check_prompts(cfg, spec, datamodule.records)
     module = ReasoningEvalModule(
         spec,
@@ -145,7 +155,12 @@ def run(cfg: DictConfig) -> dict[str, float]:
     results["settings"].update(
         task=cfg.task.name,
         method=cfg.decoding.name,
-        data={k: _plain(cfg.data.get(k)) for k in ("path", "split", "subset", "limit", "fields")},
+        data={
+            k: _plain(cfg.data.get(k))
+            for k in ("path", "paths", "split", "subset", "limit", "fields")
+            if k in cfg.data
+        },
+        benchmarks=[dataclasses.asdict(b) for b in getattr(datamodule, "specs", [])],
         model=_plain(cfg.model) if cfg.backend.name == "hf" else None,
         world_size=trainer.world_size,
     )

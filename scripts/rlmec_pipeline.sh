@@ -28,6 +28,11 @@ TRAIN_DATA="${TRAIN_DATA:-$ROOT/data/reasoning/train.jsonl}"
 EVAL_DATA="${EVAL_DATA:-$ROOT/data/reasoning/test.jsonl}"
 read -r -a TEACHER_ARGS <<< "${TEACHER:-stage.editor={backend:arith_rules}}"
 read -r -a EXTRA <<< "${TRAIN_ARGS:-}"
+# The stages' default lengths (512 new tokens) fit real GSM8K/MATH solutions; the bundled arithmetic is short.
+SAMPLE_LEN=() EDIT_LEN=()
+if [[ "$SIZE" == tiny ]]; then
+  SAMPLE_LEN=(stage.generator.sampling.max_new_tokens=128) EDIT_LEN=(stage.editor.sampling.max_new_tokens=160)
+fi
 cd "$ROOT"
 if [[ "$SIZE" != tiny && "$SIZE" != hf ]]; then
   echo "error: SIZE must be tiny or hf, got '$SIZE'" >&2; exit 2
@@ -69,14 +74,16 @@ else
 fi
 step "2/8 sampling (n=5, T=0.7, top_p=0.95) on the first $PROBLEMS problems of $TRAIN_DATA"
 stage sample samples.jsonl stage=rlmec_sample stage.input="$TRAIN_DATA" stage.generator.path="$SFT" \
-  stage.max_problems="$PROBLEMS"
+  stage.max_problems="$PROBLEMS" "${SAMPLE_LEN[@]}"
 step "3/8 teacher minimum-edit rewrites (${TEACHER_ARGS[*]})"
-stage teacher edits.jsonl stage=rlmec_edit stage.input="$OUT/sample/samples.jsonl" "${TEACHER_ARGS[@]}"
+stage teacher edits.jsonl stage=rlmec_edit stage.input="$OUT/sample/samples.jsonl" "${TEACHER_ARGS[@]}" \
+  "${EDIT_LEN[@]}"
 step "4/8 GRM data and GRM SFT"
 stage grm_data grm_sft.jsonl stage=rlmec_grm_data stage.input="$OUT/teacher/edits.jsonl"
 train grm "experiment=rlmec_grm_$SIZE" model.pretrained="$SFT" data.path="$OUT/grm_data/grm_sft.jsonl" "${EXTRA[@]}"
 step "5/8 the GRM rewrites every sample"
-stage grm_edit edits.jsonl stage=rlmec_edit stage.input="$OUT/sample/samples.jsonl" stage.editor.path="$OUT/grm/hf_model"
+stage grm_edit edits.jsonl stage=rlmec_edit stage.input="$OUT/sample/samples.jsonl" stage.editor.path="$OUT/grm/hf_model" \
+  "${EDIT_LEN[@]}"
 step "6/8 RL data"
 stage rl_data rl_data.jsonl stage=rlmec_rl_data stage.input="$OUT/grm_edit/edits.jsonl" \
   stage.policy.path="$SFT" stage.grm.path="$OUT/grm/hf_model"

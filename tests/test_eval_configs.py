@@ -41,7 +41,10 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
         assert cfg.task.runner == "runners.mt_bench.run" and cfg.data.path.endswith("question.jsonl")
         assert cfg.judge.backend in ("hf", "vllm", "openai_http", "standin")
         return
-    assert cfg.data._target_ == "datamodules.reasoning.ReasoningQuestionDataModule"
+    assert cfg.data._target_ in (
+        "datamodules.reasoning.ReasoningQuestionDataModule",
+        "datamodules.benchmarks.BenchmarkQuestionDataModule",  # the registered benchmarks (issue #16)
+    )
     assert cfg.backend.name in ("hf", "openai_http", "vllm")
     build_spec(cfg)  # the method and prompt nodes are valid evaluation settings
 

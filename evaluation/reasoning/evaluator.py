@@ -20,7 +20,7 @@ from evaluation.reasoning.scoring import method_key_order, pool_settings, score_
 from inference.backends.base import Completion, GenerationBackend, group_token_cost
 from inference.sample_cache import SampleCache
 from inference.sampling import SamplingParams
-from reasoning.answers import EXTRACTION_MODES, extract_answer, is_correct
+from reasoning.answers import EXTRACTION_MODES, answers_match, extract_answer
 from reasoning.prompts import PromptSettings, build_cot_prompt
 from reasoning.questions import ReasoningRecord
 from utils.atomic import write_jsonl_atomic, write_text_atomic
@@ -63,6 +63,27 @@ class _Progress:
 
 def _extract(text: str, rec: ReasoningRecord, mode: str) -> str | None:
     return extract_answer(text, rec.answer_type, mode, num_choices=rec.num_choices, choices=rec.choices)
+
+
+def _correct(pred: str | None, rec: ReasoningRecord) -> bool:
+    return answers_match(pred, rec.gold, rec.answer_type, rec.tolerance)
+
+
+def _vote_keys(preds: list[str | None], rec: ReasoningRecord) -> list[str | None]:
+    """Paths' answers for the vote, each written as the first earlier answer it matches (so ``0.5`` and
+    ``\\frac{1}{2}`` are one vote for a ``math`` question, ``18`` and ``18.00001`` within tolerance)."""
+    if rec.answer_type not in ("math", "number"):
+        return preds
+    seen: list[str] = []
+    out: list[str | None] = []
+    for p in preds:
+        same = next(
+            (s for s in seen if p is not None and answers_match(p, s, rec.answer_type, rec.tolerance)), None
+        )
+        if p is not None and same is None:
+            seen.append(p)
+        out.append(same if same is not None else p)
+    return out
 
 
 def _add_cost(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
@@ -288,7 +309,7 @@ def _question_row(
         c = runs.greedy[qi][0]
         pred = _extract(c.text, rec, mode)
         cost = group_token_cost(runs.greedy[qi])
-        row["greedy"] = {"text": c.text, "pred": pred, "correct": is_correct(pred, rec.gold), **cost}
+        row["greedy"] = {"text": c.text, "pred": pred, "correct": _correct(pred, rec), **cost}
     if not runs.paths:
         return row
     paths = runs.paths[qi]
@@ -304,10 +325,10 @@ def _question_row(
     for k in plan.ks:
         path_cost = group_token_cost(paths[:k])
         if "sc" in plan.methods:
-            vote = self_consistency(path_preds, k)
+            vote = self_consistency(_vote_keys(path_preds, rec), k)
             row.setdefault("sc", {})[str(k)] = {
                 "pred": vote.answer,
-                "correct": is_correct(vote.answer, rec.gold),
+                "correct": _correct(vote.answer, rec),
                 "votes": vote.votes,
                 "path_unparsed": sum(p is None for p in path_preds[:k]),
                 **path_cost,
@@ -319,7 +340,7 @@ def _question_row(
             row.setdefault("sa", {})[str(k)] = {
                 "text": group[0].text,
                 "pred": pred,
-                "correct": is_correct(pred, rec.gold),
+                "correct": _correct(pred, rec),
                 **cost,
             }
     return row

@@ -55,9 +55,10 @@ def score_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, A
     """``(metrics, per_task)`` from per-question rows (see :func:`evaluation.reasoning.evaluator.evaluate_reasoning`).
 
     ``metrics[key]`` (``key`` in ``greedy``, ``sc@k``, ``sa@k``): ``accuracy``, ``correct``,
-    ``num_questions``, ``parse_failure_rate``, ``tokens_per_question`` and ``calls_per_question``, plus
-    ``path_parse_failure_rate`` for ``sc@k``; ``per_task[task][key]``: ``accuracy``, ``num_questions``
-    and ``parse_failure_rate``.
+    ``num_questions``, ``parse_failure_rate``, ``parse_failures`` (a count), ``tokens_per_question``
+    and ``calls_per_question``, plus ``path_parse_failure_rate`` for ``sc@k``; ``per_task[task][key]``
+    (per benchmark, per decoding): ``accuracy``, ``num_questions``, ``parse_failure_rate`` and
+    ``parse_failures``.
     """
     by_key: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
     for row in rows:
@@ -75,6 +76,7 @@ def score_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, A
             "correct": sum(bool(o["correct"]) for o in outs),
             "num_questions": n,
             "parse_failure_rate": sum(o["pred"] is None for o in outs) / n,
+            "parse_failures": sum(o["pred"] is None for o in outs),
             "tokens_per_question": _tokens(outs),
             "calls_per_question": float(calls_per_question(key)),
         }
@@ -89,6 +91,7 @@ def score_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[dict[str, dict[str, A
                     "accuracy": sum(bool(o["correct"]) for o in sub) / len(sub),
                     "num_questions": len(sub),
                     "parse_failure_rate": sum(o["pred"] is None for o in sub) / len(sub),
+                    "parse_failures": sum(o["pred"] is None for o in sub),
                 }
     return metrics, per_task
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasoning.answers import extract_answer, is_correct
+from reasoning.answers import answers_match, extract_answer
 from reasoning.questions import ReasoningRecord
 from stages.rlmec.steps import (
     join_rewrite,
@@ -115,7 +115,7 @@ def rewrite_is_correct(record: ReasoningRecord, text: str, mode: str = "auto") -
     pred = extract_answer(
         text, record.answer_type, mode, num_choices=record.num_choices, choices=record.choices
     )
-    return is_correct(pred, record.gold), pred
+    return answers_match(pred, record.gold, record.answer_type, record.tolerance), pred
 
 
 def _ask(editor: Editor, requests: list[EditRequest]) -> list[str]:

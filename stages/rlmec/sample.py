@@ -21,7 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
-from reasoning.answers import extract_answer, is_correct
+from reasoning.answers import answers_match, extract_answer
 from reasoning.prompts import PromptSettings, build_cot_prompt
 from reasoning.questions import ReasoningRecord
 from stages.common import chunks, write_jsonl_atomic
@@ -52,7 +52,7 @@ def load_problems(path: str, bad: BadRecords, limit: int | None = None) -> list[
 def label(rec: ReasoningRecord, text: str, mode: str = "auto") -> tuple[str | None, bool]:
     """The extracted answer of ``text`` and whether it matches the gold."""
     pred = extract_answer(text, rec.answer_type, mode, rec.num_choices, rec.choices)
-    return pred, is_correct(pred, rec.gold)
+    return pred, answers_match(pred, rec.gold, rec.answer_type, rec.tolerance)
 
 
 def sample_problems(

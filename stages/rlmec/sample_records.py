@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reasoning.answers import extract_answer, is_correct
+from reasoning.answers import answers_match, extract_answer
 from reasoning.questions import ReasoningDataError, ReasoningRecord, record_from_dict
 from stages.rlmec.steps import gold_solution
 from utils.errors import ConfigError, DataError
@@ -78,7 +78,7 @@ def problem_from_dict(obj: Any, where: str, default_id: str) -> ReasoningRecord:
         raise BadRecord("bad_problem", str(e).removeprefix(f"{where}: ")) from None
     solution = gold_solution(rec)
     got = extract_answer(solution, rec.answer_type, "auto", rec.num_choices, rec.choices)
-    if not is_correct(got, rec.gold):
+    if not answers_match(got, rec.gold, rec.answer_type, rec.tolerance):
         raise BadRecord(
             "unparseable_gold",
             f"the gold answer {rec.gold!r} can't be parsed back from the gold solution "
