@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class ChatDataModule(TokenDataModule):
+    batch_kind: ClassVar[str] = "tokens"  # utils.batch_kinds (data=chat, ask, reasoning_sft)
+
     def __init__(
         self,
         path: str,

@@ -9,7 +9,7 @@ doesn't fill a block is dropped), once, into an Arrow cache.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 
@@ -44,6 +44,8 @@ def read_documents(
 
 
 class LMCorpusDataModule(TokenDataModule):
+    batch_kind: ClassVar[str] = "tokens"  # utils.batch_kinds
+
     def __init__(
         self,
         path: str,

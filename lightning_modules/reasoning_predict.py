@@ -13,7 +13,7 @@ different prompts on different ranks without hanging, so the evaluation uses DDP
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -52,6 +52,8 @@ class ReasoningEvalModule(L.LightningModule):
         cache_dir: folder of the per-rank sample caches (None: in memory only).
         order: every question id in dataset order; the merged rows follow it.
     """
+
+    consumes: ClassVar[tuple[str, ...]] = ("questions",)  # utils.batch_kinds
 
     def __init__(
         self,

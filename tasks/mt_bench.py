@@ -37,6 +37,7 @@ from inference.judges import RatingJudge
 from inference.sampling import SamplingParams
 from utils.atomic import write_json_atomic, write_jsonl_atomic
 from utils.errors import ConfigError, DataError
+from utils.safe_names import file_name_part
 
 log = logging.getLogger("quartet.eval")
 
@@ -75,6 +76,33 @@ def default_model_id(cfg: DictConfig) -> str:
         p = Path(str(pretrained))
         return p.parent.name if p.name == "hf_model" else p.name
     return str(cfg.get("model", {}).get("kind", "model"))
+
+
+def answer_file_name(cfg: DictConfig, model_id: str) -> str:
+    """``model_answer/<this>``: ``task.model_id`` as given (a path is refused), or the default id with
+    each ``/`` as ``_`` (``org/model`` -> ``org_model.jsonl``); never a path out of the run folder."""
+    if cfg.task.get("model_id") is not None:
+        return file_name_part(cfg.task.model_id, "task.model_id") + ".jsonl"
+    key = "backend.model" if cfg.backend.name == "openai_http" else "the model id"
+    stem = file_name_part(model_id, key, derived=True, fix="set task.model_id=<a plain file name>")
+    return stem + ".jsonl"
+
+
+def judge_name(cfg: DictConfig) -> str:
+    """The judge's name in ``judgment_record`` (``judge.model`` or ``judge.path``; the stand-in's own)."""
+    if cfg.judge.get("backend") == "standin":
+        from evaluation.mt_bench.standin_judge import NAME
+
+        return NAME
+    return str(cfg.judge.get("model") or cfg.judge.get("path"))
+
+
+def judgment_file_name(cfg: DictConfig) -> str:
+    """``model_judgment/<judge>_single.jsonl`` with the judge's name as one safe component."""
+    stem = file_name_part(
+        judge_name(cfg), "judge.model" if cfg.judge.get("model") else "judge.path", derived=True
+    )
+    return f"{stem}_single.jsonl"
 
 
 def load_questions(cfg: DictConfig, generator_for: Any, cache: Any) -> list[Question]:
@@ -119,7 +147,7 @@ def build_rating_judge(cfg: DictConfig, cache: Any) -> tuple[RatingJudge, str]:
 def judge_answers(
     cfg: DictConfig, questions: list[Question], answers: dict[Any, list[str]], model_id: str, cache: Any
 ) -> list[dict[str, Any]]:
-    judge, judge_name = build_rating_judge(cfg, cache)
+    judge, name = build_rating_judge(cfg, cache)
     prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
     force_reference = cfg.judge.get("backend") == "standin"
     items = []
@@ -130,9 +158,7 @@ def judge_answers(
             items.append((q, turn, prompts[name].name, msgs))
     verdicts = judge([msgs for *_, msgs in items])
     return [
-        judgment_record(
-            q.question_id, model_id, (judge_name, pname), msgs[-1]["content"], v.text, v.value, turn
-        )
+        judgment_record(q.question_id, model_id, (name, pname), msgs[-1]["content"], v.text, v.value, turn)
         for (q, turn, pname, msgs), v in zip(items, verdicts)
     ]
 
@@ -144,8 +170,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
             ["task=mt_bench needs a judge: judge=hf|vllm|openai_http (or judge=standin for the tiny demo)"]
         )
     out = Path(cfg.paths.output_dir)
-    cache = open_cache(Path(cfg.cache_dir) / "mt_bench.jsonl" if cfg.get("cache_dir") else None, "cache_dir")
     model_id = default_model_id(cfg)
+    # Every file name made from the config is checked before anything is written or generated.
+    answer_file, judge_file = answer_file_name(cfg, model_id), judgment_file_name(cfg)
+    cache = open_cache(Path(cfg.cache_dir) / "mt_bench.jsonl" if cfg.get("cache_dir") else None, "cache_dir")
     generators: dict[float, CachedGenerator] = {}
     backend: list[Any] = []
 
@@ -170,13 +198,10 @@ def run(cfg: DictConfig) -> dict[str, float]:
     else:
         answers = answer_all(questions, generator_for, _plain(cfg.task.temperatures))
         write_jsonl_atomic(
-            out / "model_answer" / f"{model_id}.jsonl",
+            out / "model_answer" / answer_file,
             (answer_record(q.question_id, model_id, answers[q.question_id]) for q in questions),
         )
     judgments = judge_answers(cfg, questions, answers, model_id, cache)
-    judge_file = (
-        f"{judgments[0]['judge'][0].replace('/', '_')}_single.jsonl" if judgments else "judge_single.jsonl"
-    )
     write_jsonl_atomic(out / "judgments.jsonl", judgments)
     write_jsonl_atomic(out / "model_judgment" / judge_file, judgments)
     results = {

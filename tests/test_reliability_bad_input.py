@@ -71,6 +71,8 @@ MOE = ["experiment=moe_tiny_topp", "debug=default", *QUIET, "data.cache_dir=null
 RLMEC = [*TINY, "module=rlmec", "data=rlmec", "debug=default", *QUIET]
 EVAL = ["print_config=false", "progress=false"]
 GEN = ["stage.generator.path={sft}/hf_model"]
+MT_BENCH = [*EVAL, "task=mt_bench", "judge=standin"]
+HTTP_BACKEND = ["backend=openai_http", "backend.base_url=http://127.0.0.1:9/v1"]  # never reached
 
 CASES: list[Case] = [
     # --- train.py, SFT chat data ---------------------------------------------------------------
@@ -161,6 +163,35 @@ CASES: list[Case] = [
     case("stage-required-key", "generate", "sft", ["stage=rlmec_sample"], "stage.generator.path is required"),
     case("rlmec-sample-not-utf8", "generate", "sft", ["stage=rlmec_sample", *GEN, "stage.input={files}/latin1_questions.jsonl"],
          "latin1_questions.jsonl:2: not valid UTF-8"),
+    # --- names from the config that become file names (issue 21, Bad 1) -----------------------------
+    case("model-id-dotdot-path", "eval", "sft", [*MT_BENCH, "task.model_id=../../escape"],
+         "task.model_id='../../escape' can't be used as a file name: a path, not a name"),
+    case("model-id-absolute", "eval", "sft", [*MT_BENCH, "task.model_id={files}/abs_escape"],
+         "abs_escape' can't be used as a file name: a path, not a name"),
+    case("model-id-dotdot", "eval", "sft", [*MT_BENCH, "task.model_id=.."],
+         "task.model_id='..' can't be used as a file name: '..' names a folder"),
+    case("model-id-empty", "eval", "sft", [*MT_BENCH, "task.model_id=''"],
+         "task.model_id='' can't be used as a file name: an empty name"),
+    case("backend-model-dotdot", "eval", "sft", [*MT_BENCH, *HTTP_BACKEND, "backend.model=.."],
+         "backend.model='..' can't be used as a file name: '..' names a folder, not a file; set task.model_id="),
+    case("judge-model-dotdot", "eval", "sft",
+         [*EVAL, "task=mt_bench", "judge=openai_http", "judge.base_url=http://127.0.0.1:9/v1", "judge.model=..",
+          "model=hf", "model.pretrained={sft}/hf_model"],
+         "judge.model='..' can't be used as a file name"),
+    case("eval-task-name-path", "eval", "sft", [*EVAL, "task_name=../../escape"],
+         "task_name='../../escape' can't be used as a file name: a path, not a name"),
+    case("train-task-name-absolute", "train", "sft", [*SFT, "task_name={files}/abs_escape"],
+         "abs_escape' can't be used as a file name: a path, not a name"),
+    case("stage-name-path", "generate", "sft", ["stage=capo_negatives", *GEN, "stage.name=../../escape"],
+         "task_name='generate_../../escape' can't be used as a file name: a path, not a name (it holds a '/' "
+         "or '\\'); set stage.name"),
+    # --- a module fed the wrong kind of batch (issue 21, Bad 2) -------------------------------------
+    case("sft-on-preference-data", "train", "sft", [*SFT, "data=preference", "data.path={pairs}"],
+         "module SFTModule trains on tokens batches"),
+    case("capo-on-chat-data", "train", "capo", [*CAPO, "data=chat", "data.path={chat}"],
+         "data modules that fit: data=preference"),
+    case("rlmec-on-corpus-data", "train", "rlmec", [*RLMEC, "data=lm_corpus"],
+         "but data LMCorpusDataModule makes tokens batches"),
 ]  # fmt: skip
 
 
@@ -204,6 +235,10 @@ def snapshot(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def file_paths(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if not p.is_dir()}
 
 
 # ---- fixtures: bad files and finished runs --------------------------------------------------------
@@ -313,14 +348,25 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
     c: Case, runs, protected, files, tokenizer, capfd
 ):
     run = runs[c.run]
-    names = {"run": run, "files": files, "sft": runs["sft"], "chat": runs["sft"].parent / "chat.jsonl"}
+    base = runs["sft"].parent
+    names = {
+        "run": run,
+        "files": files,
+        "sft": runs["sft"],
+        "chat": base / "chat.jsonl",
+        "pairs": base / "pairs.jsonl",
+    }
     argv = [a.format(**names) for a in c.argv]
     if not any(a.startswith(("hydra.run.dir=", "resume_dir=")) for a in argv):
         argv.append(f"hydra.run.dir={run}")
     watched = {c.run: run, "cut_run": files / "cut_run"}
     before = {name: snapshot(folder) for name, folder in watched.items()}
+    around = files.parent  # every test folder of this session: a file written outside shows here
+    everywhere = file_paths(around)
     result = invoke(c.entry, argv, capfd)
     after = {name: snapshot(folder) for name, folder in watched.items()}
+    outside = sorted(p for p in file_paths(around) - everywhere if not p.is_relative_to(run))
+    assert not outside, f"written outside the run folder: {outside}"
 
     expected = c.expected.format(vocab=len(tokenizer))
     errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]

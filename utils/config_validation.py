@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from utils.batch_kinds import batch_kind_problem
 from utils.errors import ConfigError, QuartetError
 from utils.model_paths import check_model_location
 
@@ -90,6 +91,9 @@ def validate_train_config(cfg: DictConfig) -> None:
         problems.append(
             "trainer.use_distributed_sampler must stay false: Quartet's resumable sampler shards by rank"
         )
+    kinds = batch_kind_problem(cfg.module, data)  # e.g. module=capo data=chat
+    if kinds:
+        problems.append(kinds)
     ckpt = cfg.get("ckpt_path")
     if ckpt and ckpt != "last" and not Path(str(ckpt)).exists():
         problems.append(
