@@ -97,8 +97,9 @@ class ReasoningEvalModule(L.LightningModule):
             return HFBackend(self.model, self.tokenizer, batch_size=int(options.get("batch_size", 8)))
         from inference.backends.factory import build_backend
 
-        if self.backend_cfg["name"] == "vllm":
-            options = {"path": options["path"], **(options.get("engine") or {})}
+        if self.backend_cfg["name"] == "vllm":  # model.chat_template applies to vLLM's rendering too
+            template = (self.model_cfg or {}).get("chat_template")
+            options = {"path": options["path"], "chat_template": template, **(options.get("engine") or {})}
         return build_backend(self.backend_cfg["name"], **options)
 
     def on_predict_start(self) -> None:

@@ -61,8 +61,9 @@ def model_under_test(cfg: DictConfig) -> Any:
         model = build_model(m, tok).eval()
         model_id = f"{m.get('pretrained') or m.get('kind', 'model')}"
         return HFBackend(model, tok, batch_size=int(options.get("batch_size", 8)), model_id=model_id)
-    if name == "vllm":
-        options = {"path": options["path"], **(options.get("engine") or {})}
+    if name == "vllm":  # model.chat_template applies to vLLM's rendering too
+        template = (_plain(cfg.model) or {}).get("chat_template") if cfg.get("model") else None
+        options = {"path": options["path"], "chat_template": template, **(options.get("engine") or {})}
     return build_backend(name, **options)
 
 

@@ -190,6 +190,9 @@ CASES: list[Case] = [
          "module SFTModule trains on tokens batches"),
     case("capo-on-chat-data", "train", "capo", [*CAPO, "data=chat", "data.path={chat}"],
          "data modules that fit: data=preference"),
+    case("chat-template-raises", "train", "sft",
+         [*SFT, "data.path={chat}", "model.chat_template=\"{{{{ raise_exception('no chats here') }}}}\""],
+         "the chat template rejects this conversation"),
     case("rlmec-on-corpus-data", "train", "rlmec", [*RLMEC, "data=lm_corpus"],
          "but data LMCorpusDataModule makes tokens batches"),
 ]  # fmt: skip
