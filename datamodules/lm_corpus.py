@@ -17,6 +17,7 @@ from datamodules.base import TokenDataModule, cached_map, fingerprint, split_ind
 from datamodules.collate import PadCollator
 from datamodules.records import read_records
 from models.tokenizer import load_tokenizer
+from utils.data_paths import expand_pattern
 from utils.errors import ConfigError, DataError
 from utils.text_files import read_text
 
@@ -25,6 +26,9 @@ def read_documents(
     path: str, text_field: str = "text", doc_per_line: bool = True, split: str = "train"
 ) -> list[str]:
     """The documents of a text file, or the ``text_field`` of every record of a structured source."""
+    files = expand_pattern(path)
+    if files is not None:  # a glob: the documents of every matching file, in sorted order
+        return [d for f in files for d in read_documents(str(f), text_field, doc_per_line, split)]
     p = Path(path)
     if p.suffix == ".txt":
         if not p.is_file():

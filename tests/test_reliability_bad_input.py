@@ -193,6 +193,13 @@ CASES: list[Case] = [
     case("chat-template-raises", "train", "sft",
          [*SFT, "data.path={chat}", "model.chat_template=\"{{{{ raise_exception('no chats here') }}}}\""],
          "the chat template rejects this conversation"),
+    # --- reading files and records (issue 21, "Reading files", "Records") ---------------------------
+    case("mt-bench-question-id-list", "eval", "sft", [*MT_BENCH, "data.path={files}/qid_list.jsonl"],
+         "qid_list.jsonl:1: 'question_id' must be an integer or a string, got [1, 2]"),
+    case("eval-reasoning-gold-nan", "eval", "sft", [*EVAL, "task=reasoning", "data.path={files}/nan_gold.jsonl"],
+         "nan_gold.jsonl:1: field 'answer' is nan, not a finite number"),
+    case("chat-glob-matches-nothing", "train", "sft", [*SFT, "data.path={files}/nothing-*.jsonl"],
+         "nothing-*.jsonl: no file matches this pattern"),
     case("rlmec-on-corpus-data", "train", "rlmec", [*RLMEC, "data=lm_corpus"],
          "but data LMCorpusDataModule makes tokens batches"),
 ]  # fmt: skip
@@ -274,6 +281,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     write_jsonl(d / "rl_missing.jsonl", [{k: v for k, v in rl[0].items() if k != "rewards"}])
     question = _head(ROOT / "data" / "mt_bench" / "question.jsonl", 1)
     (d / "latin1_questions.jsonl").write_bytes(question.encode() + b'{"question": "' + LATIN1 + b'"}\n')
+    (d / "qid_list.jsonl").write_text(json.dumps({"question_id": [1, 2], "turns": ["hi"]}) + "\n")
+    (d / "nan_gold.jsonl").write_text('{"question": "How many?", "answer": NaN}\n')
     (d / "not_a_ckpt").mkdir()
     (d / "not_a_ckpt" / "notes.txt").write_text("not a checkpoint\n")
     (d / "empty.ckpt").write_bytes(b"")

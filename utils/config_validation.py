@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from utils.batch_kinds import batch_kind_problem
+from utils.data_paths import expand_pattern
 from utils.errors import ConfigError, QuartetError
 from utils.model_paths import check_model_location
 
@@ -74,7 +75,17 @@ def validate_train_config(cfg: DictConfig) -> None:
         if data.get(k) is not None and (not isinstance(data[k], int) or data[k] < 1):
             problems.append(f"data.{k}={data[k]} must be a positive integer")
     path = data.get("path") if "path" not in missing else None
-    if isinstance(path, str) and (path.endswith((".jsonl", ".json", ".parquet")) and not Path(path).exists()):
+    try:
+        pattern = expand_pattern(path) if isinstance(path, str) else None  # a glob: must match a file
+    except QuartetError as e:
+        problems.append(str(e))
+        pattern = []
+    if (
+        pattern is None
+        and isinstance(path, str)
+        and path.endswith((".jsonl", ".json", ".parquet"))
+        and not Path(path).exists()
+    ):
         problems.append(f"data.path={path}: file not found")
     opt = cfg.module.get("optimizer") or {}
     if "lr" in opt and not _positive_finite(opt.lr):

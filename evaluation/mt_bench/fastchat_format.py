@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -58,6 +59,14 @@ def _str_list(value: Any, where: str, name: str) -> list[str]:
     return value
 
 
+def _question_id(row: dict[str, Any], where: str) -> int | str:
+    """``row["question_id"]``: an integer or a string (FastChat's ids are integers), else one error line."""
+    qid = row["question_id"]
+    if isinstance(qid, bool) or not isinstance(qid, (int, str)):
+        raise QuartetError(f"{where}: 'question_id' must be an integer or a string, got {json.dumps(qid)}")
+    return qid
+
+
 def read_questions(path: str | Path) -> list[Question]:
     """Questions of a FastChat ``question.jsonl``; a bad record is one error naming file:line."""
     questions, seen = [], set()
@@ -65,16 +74,17 @@ def read_questions(path: str | Path) -> list[Question]:
         for key in ("question_id", "turns"):
             if key not in row:
                 raise QuartetError(f"{where}: missing {key!r} (FastChat question.jsonl format)")
+        qid = _question_id(row, where)
         turns = _str_list(row["turns"], where, "turns")
         if not turns or not all(t.strip() for t in turns):
-            raise QuartetError(f"{where}: question {row['question_id']} has no turns (or an empty one)")
-        if row["question_id"] in seen:
-            raise QuartetError(f"{where}: duplicate question_id {row['question_id']}")
-        seen.add(row["question_id"])
+            raise QuartetError(f"{where}: question {qid} has no turns (or an empty one)")
+        if qid in seen:
+            raise QuartetError(f"{where}: duplicate question_id {qid}")
+        seen.add(qid)
         reference = _str_list(row["reference"], where, "reference") if row.get("reference") else None
         questions.append(
             Question(
-                row["question_id"],
+                qid,
                 str(row.get("category", "general")),
                 turns,
                 reference,
@@ -113,7 +123,7 @@ def read_answers(path: str | Path) -> dict[int | str, list[str]]:
             raise QuartetError(f"{where}: expected FastChat answer fields choices[0].turns") from None
         if "question_id" not in row:
             raise QuartetError(f"{where}: missing 'question_id'")
-        out[row["question_id"]] = _str_list(turns, where, "choices[0].turns")
+        out[_question_id(row, where)] = _str_list(turns, where, "choices[0].turns")
     return out
 
 
