@@ -80,6 +80,6 @@ def test_question_ids_and_gold_answers_that_are_refused(tmp_path):
         read_answers(a)
     for value, shown in (("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")):
         r = tmp_path / "gold.jsonl"
-        r.write_text('{"question": "How many?", "answer": %s}\n' % value)
+        r.write_text('{"question": "How many?", "answer": ' + value + "}\n")
         with pytest.raises(ValueError, match=f"gold.jsonl:1: field 'answer' is {shown}, not a finite number"):
             load_reasoning_records(r)
