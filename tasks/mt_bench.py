@@ -32,7 +32,7 @@ from evaluation.mt_bench.fastchat_format import (
 )
 from evaluation.mt_bench.judge_prompts import judge_messages, load_judge_prompts, prompt_name
 from evaluation.mt_bench.report import plot_per_turn, summarise
-from inference.generation_cache import CachedGenerator, build_generator, open_cache
+from inference.generation_cache import CachedGenerator, build_generator, open_cache, sampling_params
 from inference.judges import RatingJudge
 from inference.sampling import SamplingParams
 from utils.atomic import write_json_atomic, write_jsonl_atomic
@@ -164,6 +164,32 @@ def judge_answers(
     ]
 
 
+def check_start_up(cfg: DictConfig, model_id: str) -> tuple[str, str]:
+    """Before anything is written or generated: the file names made from the config and the sampling
+    settings of the judge and the Ask model, every problem listed in one ``ConfigError``. Returns the
+    answer and judgment file names."""
+    problems: list[str] = []
+    names: list[str] = []
+    for check in (lambda: answer_file_name(cfg, model_id), lambda: judgment_file_name(cfg)):
+        try:
+            names.append(check())
+        except ConfigError as e:
+            problems += e.problems
+    samplers = {
+        "judge": cfg.judge,
+        "task.ask_model": cfg.task.get("ask_model") if cfg.task.get("extend_to") else None,
+    }
+    for what, node in samplers.items():
+        if node is not None and node.get("backend") != "standin":
+            try:
+                sampling_params(_plain(node), what)
+            except ConfigError as e:
+                problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    return names[0], names[1]
+
+
 def run(cfg: DictConfig) -> dict[str, float]:
     """The task from the composed eval config; writes the results into the run folder."""
     if cfg.get("judge") is None:
@@ -172,8 +198,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
         )
     out = Path(cfg.paths.output_dir)
     model_id = default_model_id(cfg)
-    # Every file name made from the config is checked before anything is written or generated.
-    answer_file, judge_file = answer_file_name(cfg, model_id), judgment_file_name(cfg)
+    answer_file, judge_file = check_start_up(cfg, model_id)
     cache = open_cache(Path(cfg.cache_dir) / "mt_bench.jsonl" if cfg.get("cache_dir") else None, "cache_dir")
     generators: dict[float, CachedGenerator] = {}
     backend: list[Any] = []

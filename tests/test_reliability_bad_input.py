@@ -193,6 +193,17 @@ CASES: list[Case] = [
     case("chat-template-raises", "train", "sft",
          [*SFT, "data.path={chat}", "model.chat_template=\"{{{{ raise_exception('no chats here') }}}}\""],
          "the chat template rejects this conversation"),
+    # --- config values checked at start-up, listed together (issue 21, "Config values") --------------
+    case("precision-fp8", "train", "sft", [*SFT, "trainer.precision=fp8"],
+         "trainer.precision=fp8 must be one of 16, 16-mixed, 16-true, 32, 32-true, 64, 64-true, bf16"),
+    case("negative-interval-and-seed", "train", "sft",
+         [*SFT, "callbacks=default", "callbacks.model_checkpoint.every_n_train_steps=-5", "seed=-1"],
+         "callbacks.model_checkpoint.every_n_train_steps=-5 must be an integer >= 0 (0: off); "
+         "seed=-1 must be an integer in [0, 2**32 - 1]"),
+    case("mt-bench-judge-top-p", "eval", "sft",
+         [*EVAL, "task=mt_bench", "judge=openai_http", "judge.base_url=http://127.0.0.1:9/v1", "judge.model=j",
+          "+judge.sampling.top_p=2", "model=hf", "model.pretrained={sft}/hf_model"],
+         "judge.sampling: Invalid SamplingParams: top_p must be in (0, 1], got 2"),
     # --- reading files and records (issue 21, "Reading files", "Records") ---------------------------
     case("mt-bench-question-id-list", "eval", "sft", [*MT_BENCH, "data.path={files}/qid_list.jsonl"],
          "qid_list.jsonl:1: 'question_id' must be an integer or a string, got [1, 2]"),

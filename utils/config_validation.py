@@ -35,6 +35,43 @@ def _positive_finite(value: object) -> bool:
     return math.isfinite(x) and x > 0
 
 
+def _precisions() -> set[str]:
+    """Every ``trainer.precision`` Lightning accepts (its own ``_PRECISION_INPUT`` list), as text."""
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    out: set[str] = set()
+    for part in typing.get_args(_PRECISION_INPUT):
+        out |= {str(v) for v in typing.get_args(part)}
+    return out
+
+
+def seed_problem(seed: object) -> str | None:
+    """``seed`` must fit numpy's seed range (what ``seed_everything`` and the samplers pass on)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        return f"seed={seed} must be an integer in [0, 2**32 - 1]"
+    return None
+
+
+def value_problems(cfg: DictConfig) -> list[str]:
+    """Values that Lightning or numpy would reject later with a traceback: the trainer's precision,
+    checkpoint intervals and the seed (one line each)."""
+    problems = []
+    precision = cfg.trainer.get("precision")
+    if precision is not None and str(precision) not in _precisions():
+        problems.append(f"trainer.precision={precision} must be one of {', '.join(sorted(_precisions()))}")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not isinstance(node, DictConfig):
+            continue
+        for key in ("every_n_train_steps", "every_n_epochs"):
+            v = node.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                problems.append(f"callbacks.{name}.{key}={v} must be an integer >= 0 (0: off)")
+    seed = seed_problem(cfg.get("seed", 0))
+    return problems + ([seed] if seed else [])
+
+
 def validate_train_config(cfg: DictConfig) -> None:
     """Raise ``ConfigError`` listing every problem found in a training config."""
     problems: list[str] = []
@@ -102,6 +139,7 @@ def validate_train_config(cfg: DictConfig) -> None:
         problems.append(
             "trainer.use_distributed_sampler must stay false: Quartet's resumable sampler shards by rank"
         )
+    problems += value_problems(cfg)
     kinds = batch_kind_problem(cfg.module, data)  # e.g. module=capo data=chat
     if kinds:
         problems.append(kinds)
