@@ -388,7 +388,9 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
     everywhere = file_paths(around)
     result = invoke(c.entry, argv, capfd)
     after = {name: snapshot(folder) for name, folder in watched.items()}
-    outside = sorted(p for p in file_paths(around) - everywhere if not p.is_relative_to(run))
+    # The command's own run folder: hydra.run.dir, or the folder resume_dir continues in.
+    target = Path(next(a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "resume_dir="))))
+    outside = sorted(p for p in file_paths(around) - everywhere if not p.is_relative_to(target))
     assert not outside, f"written outside the run folder: {outside}"
 
     expected = c.expected.format(vocab=len(tokenizer))
