@@ -1,6 +1,7 @@
 """Issue 11 §3: the bad-input corpus. Every case is one bad command against a folder that already
 holds a finished run; each must give exactly one ``error:`` line on stderr naming the problem, exit
-status 2, no traceback, and leave every file of the earlier run byte-identical (sha256).
+status 2, no traceback, leave every file of the earlier run byte-identical (sha256), and write nothing
+outside the command's own run folder (every test folder of the session is watched).
 
 Case families (see ``CASES``):
 - data files: non-UTF-8 (JSONL, JSON, text corpus, RL data, eval questions, stage inputs), malformed
@@ -13,9 +14,15 @@ Case families (see ``CASES``):
   checkpoint with a truncated shard or an unreadable ``.metadata``, a resume into another model shape
   (by ``resume_dir`` and by ``ckpt_path``);
 - run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder,
-  ``hydra.run.dir`` under a path that is a file.
+  ``hydra.run.dir`` under a path that is a file;
+- issue 21: names from the config that would become paths (``task.model_id`` with ``..``, an absolute
+  path, ``..`` alone or empty; ``backend.model``/``judge.model`` of ``..``; ``task_name`` and
+  ``stage.name`` with slashes), a module fed another kind of batch (SFT on preference pairs, CaPO on
+  chats, RLMEC on a corpus), a chat template that raises, ``trainer.precision=fp8``, a negative
+  checkpoint interval with ``seed=-1`` (both listed in one line), a judge's ``top_p=2`` (before any
+  answer is generated), an MT-Bench ``question_id`` list, a NaN gold answer, a glob matching nothing.
 
-42 cases: train.py 35 (SFT 25, CaPO 3, Top-P MoE 4, RLMEC 3), eval.py 3, generate.py 4.
+61 cases: train.py 43 (SFT 31, CaPO 4, Top-P MoE 4, RLMEC 4), eval.py 13, generate.py 5.
 
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
 ``python train.py ...`` runs them), so the corpus costs one import of Lightning, not one per case.
