@@ -1,7 +1,7 @@
 """Issue 11 §3: the bad-input corpus. Every case is one bad command against a folder that already
 holds a finished run; each must give exactly one ``error:`` line on stderr naming the problem, exit
 status 2, no traceback, leave every file of the earlier run byte-identical (sha256), and write nothing
-outside the command's own run folder (every test folder of the session is watched).
+outside the command's own run folder (the session's temporary folder and this module's folders are watched).
 
 Case families (see ``CASES``):
 - data files: non-UTF-8 (JSONL, JSON, text corpus, RL data, eval questions, stage inputs), malformed
@@ -265,8 +265,12 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
-def file_paths(folder: Path) -> set[Path]:
-    return {p for p in folder.rglob("*") if not p.is_dir()}
+def file_paths(top: Path, deep: tuple[Path, ...]) -> set[Path]:
+    """Every entry directly in ``top`` (the session's temporary folder) and every file under ``deep``
+    (this module's folders): where a name with ``..`` or an absolute path in it would land."""
+    return {p for p in top.iterdir() if not p.is_dir()} | {
+        p for d in deep for p in d.rglob("*") if not p.is_dir()
+    }
 
 
 # ---- fixtures: bad files and finished runs --------------------------------------------------------
@@ -391,13 +395,13 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
         argv.append(f"hydra.run.dir={run}")
     watched = {c.run: run, "cut_run": files / "cut_run"}
     before = {name: snapshot(folder) for name, folder in watched.items()}
-    around = files.parent  # every test folder of this session: a file written outside shows here
-    everywhere = file_paths(around)
+    around = (files.parent, (files, base))  # a file written outside the run folder shows here
+    everywhere = file_paths(*around)
     result = invoke(c.entry, argv, capfd)
     after = {name: snapshot(folder) for name, folder in watched.items()}
     # The command's own run folder: hydra.run.dir, or the folder resume_dir continues in.
     target = Path(next(a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "resume_dir="))))
-    outside = sorted(p for p in file_paths(around) - everywhere if not p.is_relative_to(target))
+    outside = sorted(p for p in file_paths(*around) - everywhere if not p.is_relative_to(target))
     assert not outside, f"written outside the run folder: {outside}"
 
     expected = c.expected.format(vocab=len(tokenizer))
