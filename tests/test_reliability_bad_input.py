@@ -194,7 +194,9 @@ CASES: list[Case] = [
          "or '\\'); set stage.name"),
     # --- a module fed the wrong kind of batch (issue 21, Bad 2) -------------------------------------
     case("sft-on-preference-data", "train", "sft", [*SFT, "data=preference", "data.path={pairs}"],
-         "module SFTModule trains on tokens batches"),
+         "module SFTModule trains on 'tokens' batches (input_ids with per-token labels), but data "
+         "PreferenceDataModule makes 'preference' batches (chosen and rejected answers with neg_type); "
+         "data modules that fit: data=ask, data=chat, data=lm_corpus, data=reasoning_sft"),
     case("capo-on-chat-data", "train", "capo", [*CAPO, "data=chat", "data.path={chat}"],
          "data modules that fit: data=preference"),
     case("chat-template-raises", "train", "sft",
@@ -219,7 +221,7 @@ CASES: list[Case] = [
     case("chat-glob-matches-nothing", "train", "sft", [*SFT, "data.path={files}/nothing-*.jsonl"],
          "nothing-*.jsonl: no file matches this pattern"),
     case("rlmec-on-corpus-data", "train", "rlmec", [*RLMEC, "data=lm_corpus"],
-         "but data LMCorpusDataModule makes tokens batches"),
+         "but data LMCorpusDataModule makes 'tokens' batches"),
 ]  # fmt: skip
 
 

@@ -21,10 +21,10 @@ CONF_DATA = Path(__file__).resolve().parents[1] / "conf" / "data"
 
 #: kind -> what such a batch holds (named in the error line).
 BATCH_KINDS: dict[str, str] = {
-    "tokens": "token sequences with per-token labels (input_ids, attention_mask, labels)",
-    "preference": "chosen then rejected answers with neg_type (the CaPO pair batch)",
-    "rlmec": "originals then rewrites with per-token rewards, ref_logps and weights",
-    "questions": "reasoning questions with gold answers (no tokens: eval.py's predict loop)",
+    "tokens": "input_ids with per-token labels",
+    "preference": "chosen and rejected answers with neg_type",
+    "rlmec": "originals and rewrites with per-token rewards",
+    "questions": "reasoning questions with gold answers, for eval.py",
 }
 
 
@@ -37,11 +37,23 @@ def _class(target: Any) -> type | None:
         return None
 
 
+def option_target(f: Path) -> str | None:
+    """The ``_target_`` of a config option file, following its ``defaults`` in the same group
+    (``data=ask`` is ``data=chat`` with other loss roles)."""
+    node = OmegaConf.load(f)
+    if node.get("_target_"):
+        return str(node._target_)
+    for entry in node.get("defaults") or []:
+        if isinstance(entry, str) and entry != "_self_" and (f.parent / f"{entry}.yaml").is_file():
+            return option_target(f.parent / f"{entry}.yaml")
+    return None
+
+
 def data_options_for(kinds: tuple[str, ...], conf_data: Path = CONF_DATA) -> list[str]:
     """``data=<option>`` for every ``conf/data/<option>.yaml`` whose DataModule makes one of ``kinds``."""
     out = []
     for f in sorted(conf_data.glob("*.yaml")):
-        target = OmegaConf.load(f).get("_target_")
+        target = option_target(f)
         cls = _class(target) if target else None
         if cls is not None and getattr(cls, "batch_kind", None) in kinds:
             out.append(f"data={f.stem}")
@@ -56,8 +68,8 @@ def batch_kind_problem(module_cfg: DictConfig, data_cfg: DictConfig) -> str | No
     if module_cls is None or data_cls is None or consumes is None or makes is None or makes in consumes:
         return None
     fits = data_options_for(tuple(consumes)) or ["none in conf/data/"]
-    wanted = " or ".join(f"{k} batches ({BATCH_KINDS.get(k, k)})" for k in consumes)
+    wanted = " or ".join(f"'{k}' batches ({BATCH_KINDS.get(k, k)})" for k in consumes)
     return (
-        f"module {module_cls.__name__} trains on {wanted}, but data {data_cls.__name__} makes {makes} "
+        f"module {module_cls.__name__} trains on {wanted}, but data {data_cls.__name__} makes '{makes}' "
         f"batches ({BATCH_KINDS.get(makes, makes)}); data modules that fit: {', '.join(fits)}"
     )
