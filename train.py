@@ -82,6 +82,7 @@ def _fit(
     from callbacks.preemption import GracefulInterrupt
     from callbacks.run_summary import RunSummary, write_summary_json
     from callbacks.same_run_folder import SameRunFolder
+    from callbacks.switches import drop_switched_off
     from checkpoints.io_plugin import BesideTargetCheckpointIO
     from utils.errors import NonFiniteLossError, TrainingInterrupted
     from utils.rich_config import print_and_save_config
@@ -97,6 +98,7 @@ def _fit(
     callbacks: list[L.Callback] = [
         instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c
     ]
+    callbacks = drop_switched_off(callbacks, cfg.trainer)  # trainer.enable_progress_bar=false wins
     summary = RunSummary()
     guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
     callbacks += [SameRunFolder(output_dir), summary, guard, TrimCSVOnResume()]

@@ -133,6 +133,11 @@ def file_identity(path: str | Path) -> Any:
     """What keys a data source in a cache: a file by its resolved path, size and mtime; a folder (a
     ``save_to_disk`` dataset) by the same of every file in it; anything else (a hub dataset name) by
     itself."""
+    from utils.data_paths import expand_pattern
+
+    files = expand_pattern(path)
+    if files is not None:  # a glob: every file it matches now
+        return [file_identity(f) for f in files]
     p = Path(path)
     if p.is_file():
         st = p.stat()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class ChatDataModule(TokenDataModule):
+    batch_kind: ClassVar[str] = "tokens"  # utils.batch_kinds (data=chat, ask, reasoning_sft)
+
     def __init__(
         self,
         path: str,
@@ -43,6 +45,7 @@ class ChatDataModule(TokenDataModule):
         num_proc: int | None = None,
         pad_to_multiple_of: int | None = None,
         trust_remote_code: bool = False,
+        chat_template: str | None = None,
         **loader_kwargs: Any,
     ):
         super().__init__(**loader_kwargs)
@@ -63,6 +66,7 @@ class ChatDataModule(TokenDataModule):
             raise ConfigError(problems)
         self.path, self.val_path, self.split = path, val_path, split
         self.tokenizer_name, self.trust_remote_code = tokenizer, trust_remote_code
+        self.chat_template = chat_template  # model.chat_template: overrides the tokenizer's own
         self.policy = MaskPolicy(tuple(loss_roles), turns, include_first_user)  # type: ignore[arg-type]
         self.max_length, self.truncation, self.on_empty_mask = max_length, truncation, on_empty_mask
         self.val_fraction, self.cache_dir, self.num_proc = val_fraction, cache_dir, num_proc
@@ -98,7 +102,7 @@ class ChatDataModule(TokenDataModule):
 
     def _tokenized(self, path: str) -> datasets.Dataset:
         if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code)
+            self.tokenizer = load_tokenizer(self.tokenizer_name, self.trust_remote_code, self.chat_template)
         records = read_records(path, split=self.split)
         conversations = [self.to_messages(r) for r in records]
         raw = datasets.Dataset.from_dict(

@@ -9,13 +9,14 @@ doesn't fill a block is dropped), once, into an Arrow cache.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 
 from datamodules.base import TokenDataModule, cached_map, fingerprint, split_indices
 from datamodules.collate import PadCollator
 from models.tokenizer import load_tokenizer
+from utils.data_paths import expand_pattern
 from utils.errors import ConfigError, DataError
 from utils.record_files import read_records
 from utils.text_files import read_text
@@ -25,6 +26,9 @@ def read_documents(
     path: str, text_field: str = "text", doc_per_line: bool = True, split: str = "train"
 ) -> list[str]:
     """The documents of a text file, or the ``text_field`` of every record of a structured source."""
+    files = expand_pattern(path)
+    if files is not None:  # a glob: the documents of every matching file, in sorted order
+        return [d for f in files for d in read_documents(str(f), text_field, doc_per_line, split)]
     p = Path(path)
     if p.suffix == ".txt":
         if not p.is_file():
@@ -44,6 +48,8 @@ def read_documents(
 
 
 class LMCorpusDataModule(TokenDataModule):
+    batch_kind: ClassVar[str] = "tokens"  # utils.batch_kinds
+
     def __init__(
         self,
         path: str,

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import datasets
 import torch
@@ -148,6 +148,8 @@ class PreferenceDataModule(TokenDataModule):
     the end of training. Bad pairs: an empty or identical chosen/rejected, a context that does not end
     in a user turn, a response truncated to zero tokens.
     """
+
+    batch_kind: ClassVar[str] = "preference"  # utils.batch_kinds
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -139,6 +139,8 @@ class ReasoningQuestionDataModule(L.LightningDataModule):
         batch_size: questions per predict step (generation inside a step is batched by the backend).
         fewshot_path: solved records to draw exemplars from when ``prompt.num_fewshot > 0``.
     """
+
+    batch_kind: ClassVar[str] = "questions"  # utils.batch_kinds
 
     def __init__(
         self,

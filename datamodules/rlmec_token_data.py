@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -153,6 +153,8 @@ class RLMECDataModule(TokenDataModule):
 
     ``cache_dir`` is accepted for the data keys every data config shares (``debug=smoke`` sets it) and
     has nothing to cache: the records hold token ids already, read in one pass."""
+
+    batch_kind: ClassVar[str] = "rlmec"  # utils.batch_kinds
 
     def __init__(
         self,

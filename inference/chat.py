@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jinja2.exceptions import TemplateError
+
 from inference.backends.base import Message, Prompt, is_chat_prompt, validate_messages
 from utils.errors import QuartetError
 
@@ -45,7 +47,13 @@ def apply_chat_template(tokenizer: Any, messages: Sequence[Message]) -> str:
             "tokenizer that ships one (tokenizer_config.json / chat_template.jinja), set "
             "tokenizer.chat_template, or turn chat mode off to send raw prompts."
         )
-    text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    try:
+        text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    except TemplateError as e:  # e.g. model.chat_template calls raise_exception(...)
+        roles = [m["role"] for m in messages]
+        raise ChatTemplateRoleError(
+            f"the chat template of '{_template_name(tokenizer)}' rejects a prompt with roles {roles}: {e}"
+        ) from None
     if not isinstance(text, str):
         raise TypeError("apply_chat_template(tokenize=False) did not return a string")
     return text

@@ -196,6 +196,17 @@ class _CallCounter(GenerationBackend):
         return self.backend.generate(prompts, params)
 
 
+def sampling_params(cfg: Mapping[str, Any], what: str) -> SamplingParams:
+    """The ``sampling`` block of a generator config as :class:`SamplingParams`, or ``ConfigError``
+    naming ``<what>.sampling`` (so a caller can check it before any generation starts)."""
+    from utils.errors import ConfigError
+
+    try:
+        return SamplingParams(**dict(cfg.get("sampling") or {}))
+    except (TypeError, ValueError) as e:
+        raise ConfigError([f"{what}.sampling: {e}"]) from None
+
+
 def build_generator(
     cfg: Mapping[str, Any],
     what: str = "stage.generator",
@@ -212,13 +223,9 @@ def build_generator(
 
     cfg = dict(cfg)
     name = cfg.pop("backend", "hf")
-    sampling = dict(cfg.pop("sampling", None) or {})
+    params = sampling_params({"sampling": cfg.pop("sampling", None)}, what)
     if name in ("hf", "vllm") and not cfg.get("path"):
         raise ConfigError([f"{what}.path is required: the model folder (or hub id) to generate with"])
-    try:
-        params = SamplingParams(**sampling)
-    except (TypeError, ValueError) as e:
-        raise ConfigError([f"{what}.sampling: {e}"]) from None
     kwargs = {k: v for k, v in cfg.items() if v is not None}
     try:
         backend = build_backend(name, **kwargs)

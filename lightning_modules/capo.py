@@ -17,7 +17,7 @@ Logged metrics (TRL's names under a ``train/`` or ``val/`` prefix):
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -78,6 +78,8 @@ class GroupTally:
 
 
 class CaPOModule(CausalLMModule):
+    consumes: ClassVar[tuple[str, ...]] = ("preference",)  # utils.batch_kinds
+
     def __init__(
         self,
         model: dict[str, Any],

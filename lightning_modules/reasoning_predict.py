@@ -13,7 +13,7 @@ different prompts on different ranks without hanging, so the evaluation uses DDP
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -52,6 +52,8 @@ class ReasoningEvalModule(L.LightningModule):
         cache_dir: folder of the per-rank sample caches (None: in memory only).
         order: every question id in dataset order; the merged rows follow it.
     """
+
+    consumes: ClassVar[tuple[str, ...]] = ("questions",)  # utils.batch_kinds
 
     def __init__(
         self,
@@ -95,8 +97,9 @@ class ReasoningEvalModule(L.LightningModule):
             return HFBackend(self.model, self.tokenizer, batch_size=int(options.get("batch_size", 8)))
         from inference.backends.factory import build_backend
 
-        if self.backend_cfg["name"] == "vllm":
-            options = {"path": options["path"], **(options.get("engine") or {})}
+        if self.backend_cfg["name"] == "vllm":  # model.chat_template applies to vLLM's rendering too
+            template = (self.model_cfg or {}).get("chat_template")
+            options = {"path": options["path"], "chat_template": template, **(options.get("engine") or {})}
         return build_backend(self.backend_cfg["name"], **options)
 
     def on_predict_start(self) -> None:

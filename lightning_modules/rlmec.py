@@ -14,7 +14,7 @@ every token), which removes the token-level credit assignment and keeps everythi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -43,6 +43,8 @@ def sequence_level_rewards(rewards: torch.Tensor, mask: torch.Tensor) -> torch.T
 
 
 class RLMECModule(CausalLMModule):
+    consumes: ClassVar[tuple[str, ...]] = ("rlmec",)  # utils.batch_kinds
+
     def __init__(
         self,
         model: dict[str, Any],

@@ -6,7 +6,7 @@ the masked causal-LM loss of ``algorithms/losses/sft.py``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torchmetrics.classification import MulticlassAccuracy
@@ -18,6 +18,8 @@ from lightning_modules.causal_lm import CausalLMModule
 
 
 class SFTModule(CausalLMModule):
+    consumes: ClassVar[tuple[str, ...]] = ("tokens",)  # utils.batch_kinds
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX)

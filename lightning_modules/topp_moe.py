@@ -31,7 +31,7 @@ validation batches and ranks):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -152,6 +152,8 @@ class TopPMoEModule(CausalLMModule):
         log_histograms: also log, per layer and step, tokens per expert and the experts-per-token
             histogram (2N scalars per layer).
     """
+
+    consumes: ClassVar[tuple[str, ...]] = ("tokens",)  # utils.batch_kinds
 
     def __init__(
         self,

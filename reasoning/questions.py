@@ -21,6 +21,7 @@ JSONL and Parquet files are read; every error names the file, the line (row) and
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -93,6 +94,8 @@ def record_from_dict(obj: Any, where: str, default_id: str, default_task: str) -
     answer = obj["answer"]
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         raise ReasoningDataError(f"{where}: field 'answer' must be a string or a number, got {answer!r}")
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise ReasoningDataError(f"{where}: field 'answer' is {answer}, not a finite number")
     gold_raw, rationale = split_answer(str(answer))
     choices_raw = obj.get("choices")
     choices: tuple[str, ...] = ()

@@ -29,7 +29,6 @@ from evaluation.mt_bench.extension import Source, check_source, extend_questions
 from evaluation.mt_bench.fastchat_format import (
     Question,
     answer_record,
-    judge_file_stem,
     read_answers,
     read_questions,
     write_questions,
@@ -38,10 +37,11 @@ from evaluation.mt_bench.grading import grade_pairs, grade_single, needed_after_
 from evaluation.mt_bench.judge_prompts import check_prompts, load_judge_prompts
 from evaluation.mt_bench.pairwise import model_pairs, summarise_pairs
 from evaluation.mt_bench.report import plot_per_turn, plot_win_rate_per_turn, summarise
-from inference.generation_cache import CachedGenerator, build_generator, open_cache
+from inference.generation_cache import CachedGenerator, build_generator, open_cache, sampling_params
 from inference.sampling import SamplingParams
 from utils.atomic import write_json_atomic, write_jsonl_atomic
 from utils.errors import ConfigError, DataError
+from utils.safe_names import file_name_part
 
 log = logging.getLogger("quartet.eval")
 
@@ -65,8 +65,9 @@ def model_under_test(cfg: DictConfig) -> Any:
         model = build_model(m, tok).eval()
         model_id = f"{m.get('pretrained') or m.get('kind', 'model')}"
         return HFBackend(model, tok, batch_size=int(options.get("batch_size", 8)), model_id=model_id)
-    if name == "vllm":
-        options = {"path": options["path"], **(options.get("engine") or {})}
+    if name == "vllm":  # model.chat_template applies to vLLM's rendering too
+        template = (_plain(cfg.model) or {}).get("chat_template") if cfg.get("model") else None
+        options = {"path": options["path"], "chat_template": template, **(options.get("engine") or {})}
     return build_backend(name, **options)
 
 
@@ -137,9 +138,44 @@ def load_questions(cfg: DictConfig, cache: Any, before_extension: Any = None) ->
 MODES = ("single", "pairwise-baseline", "pairwise-all")
 
 
+def answer_file_name(cfg: DictConfig, model_id: str) -> str:
+    """``model_answer/<this>``: ``task.model_id`` as given (a path is refused), or the default id with
+    each ``/`` as ``_`` (``org/model`` -> ``org_model.jsonl``); never a path out of the run folder."""
+    if cfg.task.get("model_id") is not None:
+        return file_name_part(cfg.task.model_id, "task.model_id") + ".jsonl"
+    key = "backend.model" if cfg.backend.name == "openai_http" else "the model id"
+    stem = file_name_part(model_id, key, derived=True, fix="set task.model_id=<a plain file name>")
+    return stem + ".jsonl"
+
+
+def judge_file_stem(cfg: DictConfig, name: str) -> str:
+    """``model_judgment/<this>_single.jsonl`` (or ``_pair``): the judge's name as one safe component."""
+    j = cfg.judge
+    key = "judge.name" if j.get("name") else "judge.model" if j.get("model") else "judge.path"
+    return file_name_part(name, key, derived=True, fix="give judge.name=<judge model name>")
+
+
+def _config_problems(cfg: DictConfig, model_id: str) -> list[str]:
+    """File names made from the config and the judge's and Ask model's sampling settings."""
+    problems: list[str] = []
+    checks = [lambda: answer_file_name(cfg, model_id)]
+    if cfg.get("judge") is not None:
+        checks.append(lambda: judge_file_stem(cfg, judge_name(cfg)))
+        ask = cfg.task.get("ask_model") if cfg.task.get("extend_to") else None
+        for what, node in (("judge", cfg.judge), ("task.ask_model", ask)):
+            if node is not None and node.get("backend") != "standin":
+                checks.append(lambda node=node, what=what: sampling_params(_plain(node), what))
+    for check in checks:
+        try:
+            check()
+        except ConfigError as e:
+            problems += e.problems
+    return problems
+
+
 def check_task(cfg: DictConfig) -> None:
-    """Every config problem of the task at once, before anything is loaded or generated."""
-    t, problems = cfg.task, []
+    """Every config problem of the task at once, before anything is loaded, written or generated."""
+    t, problems = cfg.task, _config_problems(cfg, default_model_id(cfg))
     if cfg.get("judge") is None:
         problems.append(
             "task=mt_bench needs a judge: judge=hf|vllm|openai_http (or judge=standin for the tiny demo)"
@@ -250,7 +286,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     out = Path(cfg.paths.output_dir)
     cache = open_cache(Path(cfg.cache_dir) / "mt_bench.jsonl" if cfg.get("cache_dir") else None, "cache_dir")
     model_id, name = default_model_id(cfg), judge_name(cfg)
-    stem, pairwise = judge_file_stem(name), cfg.task.mode != "single"
+    stem, pairwise = judge_file_stem(cfg, name), cfg.task.mode != "single"
     prompts = load_judge_prompts(cfg.task.get("judge_prompts"))
     force_reference = cfg.judge.get("backend") == "standin"
     generator_for = _generator_for(cfg, cache)
@@ -267,7 +303,7 @@ def run(cfg: DictConfig) -> dict[str, float]:
     else:
         answers = answer_all(questions, generator_for, _plain(cfg.task.temperatures))
         write_jsonl_atomic(
-            out / "model_answer" / f"{model_id}.jsonl",
+            out / "model_answer" / answer_file_name(cfg, model_id),
             (answer_record(q.question_id, model_id, answers[q.question_id]) for q in questions),
         )
     judge = build_judge(cfg, cache, pairwise)

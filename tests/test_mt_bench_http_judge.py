@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import compose_cfg
 
 SECRET = "sk-judge-SECRET-7f3a9c"
+ECHO = b"<echo the key>"
 
 
 class JudgeServer:
@@ -24,14 +25,17 @@ class JudgeServer:
     def __init__(self) -> None:
         self.script: list[tuple[int, bytes | None, float]] = []
         self.requests = 0
+        self.default = rating(7)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests += 1
-                status, body, delay = outer.script.pop(0) if outer.script else (200, rating(7), 0.0)
+                status, body, delay = outer.script.pop(0) if outer.script else (200, outer.default, 0.0)
                 time.sleep(delay)
+                if body == ECHO:  # a normal completion that quotes the request's Authorization header
+                    body = reply(f"You sent {self.headers.get('Authorization')}. Rating: [[5]]")
                 if body is None:
                     body = json.dumps(
                         {"error": {"message": f"unauthorized; you sent {dict(self.headers)}"}}
@@ -53,11 +57,14 @@ class JudgeServer:
         threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True).start()
 
 
-def rating(score) -> bytes:
-    text = f"The reply is fine. Rating: [[{score}]]" if score is not None else "I cannot decide."
+def reply(text: str) -> bytes:
     return json.dumps(
         {"choices": [{"index": 0, "message": {"content": text}, "finish_reason": "stop"}], "usage": {}}
     ).encode()
+
+
+def rating(score) -> bytes:
+    return reply(f"The reply is fine. Rating: [[{score}]]" if score is not None else "I cannot decide.")
 
 
 @pytest.fixture
@@ -148,3 +155,40 @@ def test_echoed_key_bad_json_and_unreachable_are_one_clear_error(tmp_path, tiny_
 
     with pytest.raises(OpenAIHTTPError, match="cannot reach"):
         evaluate(cfg_for(tmp_path, tiny_hf_dir, "http://127.0.0.1:9/v1"))
+
+
+def test_names_from_the_config_stay_in_the_run_folder_and_an_echoed_key_is_never_saved(
+    tmp_path, server, monkeypatch
+):
+    """Issue 21, Bad 1 and Bad 5, through eval.py's own entry: the model under test and the judge both
+    behind the server, which quotes the key in every normal completion. The answer file's name comes
+    from ``backend.model=../../../m`` and the judgment file's from ``judge.model=org/judge``: both stay
+    one name inside the run folder, and the key is redacted from every saved file."""
+    from tests.test_reliability_bad_input import invoke
+
+    monkeypatch.setenv("QUARTET_TEST_JUDGE_KEY", SECRET)
+    server.default = ECHO
+    run = tmp_path / "a" / "b" / "run"
+    argv = [
+        "task=mt_bench", "task.limit=1", "print_config=false", "progress=false", f"hydra.run.dir={run}",
+        "backend=openai_http", f"backend.base_url={server.url}", "backend.model=../../../m",
+        "backend.api_key_env=QUARTET_TEST_JUDGE_KEY", "backend.concurrency=1",
+        "judge=openai_http", f"judge.base_url={server.url}", "judge.model=org/judge",
+        "judge.api_key_env=QUARTET_TEST_JUDGE_KEY", "judge.concurrency=1",
+    ]  # fmt: skip
+    assert invoke("eval", argv).code == 0
+    outside = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(run)]
+    assert outside == []
+    assert sorted(p.name for p in (run / "model_answer").iterdir()) == [".._.._.._m.jsonl"]
+    assert sorted(p.name for p in (run / "model_judgment").iterdir()) == ["org_judge_single.jsonl"]
+    answers = [json.loads(x) for x in (run / "model_answer" / ".._.._.._m.jsonl").read_text().splitlines()]
+    assert answers[0]["model_id"] == "../../../m"  # the records keep the id as given
+    turns = answers[0]["choices"][0]["turns"]
+    assert turns and all(t == "You sent Bearer <redacted>. Rating: [[5]]" for t in turns)
+    judgments = (run / "judgments.jsonl").read_text()
+    assert (
+        "Bearer <redacted>" in judgments
+        and "Bearer <redacted>" in (run / "cache" / "mt_bench.jsonl").read_text()
+    )
+    assert server.requests == 2 * len(turns)
+    assert SECRET not in files_text(run)

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from evaluation.judges import RatingJudge
-from evaluation.mt_bench.fastchat_format import Question, judge_file_stem
+from evaluation.mt_bench.fastchat_format import Question
 from evaluation.mt_bench.grading import grade_single, needed_prompts
 from evaluation.mt_bench.judge_prompts import check_prompts, load_judge_prompts
 from evaluation.mt_bench.template_turns import expand_template
@@ -199,7 +199,12 @@ def test_missing_references_use_the_general_prompt_and_are_marked(tmp_path):
 
 
 def test_judgment_file_names():
-    assert judge_file_stem("gpt-4") == "gpt-4" and judge_file_stem("org/judge") == "org_judge"
+    from omegaconf import OmegaConf
+
+    from runners.mt_bench import judge_file_stem
+
+    cfg = OmegaConf.create({"judge": {"name": "x"}})
+    assert judge_file_stem(cfg, "gpt-4") == "gpt-4" and judge_file_stem(cfg, "org/judge") == "org_judge"
     for bad in ("", "..", "."):
-        with pytest.raises(QuartetError, match="cannot name a judgment file"):
-            judge_file_stem(bad)
+        with pytest.raises(QuartetError, match=r"judge.name=.* can't be used as a file name"):
+            judge_file_stem(cfg, bad)

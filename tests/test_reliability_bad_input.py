@@ -1,6 +1,7 @@
 """Issue 11 §3: the bad-input corpus. Every case is one bad command against a folder that already
 holds a finished run; each must give exactly one ``error:`` line on stderr naming the problem, exit
-status 2, no traceback, and leave every file of the earlier run byte-identical (sha256).
+status 2, no traceback, leave every file of the earlier run byte-identical (sha256), and write nothing
+outside the command's own run folder (the session's temporary folder and this module's folders are watched).
 
 Case families (see ``CASES``):
 - data files: non-UTF-8 (JSONL, JSON, text corpus, RL data, eval questions, stage inputs), malformed
@@ -13,9 +14,15 @@ Case families (see ``CASES``):
   checkpoint with a truncated shard or an unreadable ``.metadata``, a resume into another model shape
   (by ``resume_dir`` and by ``ckpt_path``);
 - run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder,
-  ``hydra.run.dir`` under a path that is a file.
+  ``hydra.run.dir`` under a path that is a file;
+- issue 21: names from the config that would become paths (``task.model_id`` with ``..``, an absolute
+  path, ``..`` alone or empty; ``backend.model``/``judge.model`` of ``..``; ``run_name`` and
+  ``stage.name`` with slashes), a module fed another kind of batch (SFT on preference pairs, CaPO on
+  chats, RLMEC on a corpus), a chat template that raises, ``trainer.precision=fp8``, a negative
+  checkpoint interval with ``seed=-1`` (both listed in one line), a judge's ``top_p=2`` (before any
+  answer is generated), an MT-Bench ``question_id`` list, a NaN gold answer, a glob matching nothing.
 
-42 cases: train.py 35 (SFT 25, CaPO 3, Top-P MoE 4, RLMEC 3), eval.py 3, generate.py 4.
+61 cases: train.py 43 (SFT 31, CaPO 4, Top-P MoE 4, RLMEC 4), eval.py 13, generate.py 5.
 
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
 ``python train.py ...`` runs them), so the corpus costs one import of Lightning, not one per case.
@@ -71,6 +78,8 @@ MOE = ["experiment=moe_tiny_topp", "debug=default", *QUIET, "data.cache_dir=null
 RLMEC = [*TINY, "module=rlmec", "data=rlmec", "debug=default", *QUIET]
 EVAL = ["print_config=false", "progress=false"]
 GEN = ["stage.generator.path={sft}/hf_model"]
+MT_BENCH = [*EVAL, "task=mt_bench", "judge=standin"]
+HTTP_BACKEND = ["backend=openai_http", "backend.base_url=http://127.0.0.1:9/v1"]  # never reached
 
 CASES: list[Case] = [
     # --- train.py, SFT chat data ---------------------------------------------------------------
@@ -161,6 +170,58 @@ CASES: list[Case] = [
     case("stage-required-key", "generate", "sft", ["stage=rlmec_sample"], "stage.generator.path is required"),
     case("rlmec-sample-not-utf8", "generate", "sft", ["stage=rlmec_sample", *GEN, "stage.input={files}/latin1_questions.jsonl"],
          "latin1_questions.jsonl:2: not valid UTF-8"),
+    # --- names from the config that become file names (issue 21, Bad 1) -----------------------------
+    case("model-id-dotdot-path", "eval", "sft", [*MT_BENCH, "task.model_id=../../escape"],
+         "task.model_id='../../escape' can't be used as a file name: a path, not a name"),
+    case("model-id-absolute", "eval", "sft", [*MT_BENCH, "task.model_id={files}/abs_escape"],
+         "abs_escape' can't be used as a file name: a path, not a name"),
+    case("model-id-dotdot", "eval", "sft", [*MT_BENCH, "task.model_id=.."],
+         "task.model_id='..' can't be used as a file name: '..' names a folder"),
+    case("model-id-empty", "eval", "sft", [*MT_BENCH, "task.model_id=''"],
+         "task.model_id='' can't be used as a file name: an empty name"),
+    case("backend-model-dotdot", "eval", "sft", [*MT_BENCH, *HTTP_BACKEND, "backend.model=.."],
+         "backend.model='..' can't be used as a file name: '..' names a folder, not a file; set task.model_id="),
+    case("judge-model-dotdot", "eval", "sft",
+         [*EVAL, "task=mt_bench", "judge=openai_http", "judge.base_url=http://127.0.0.1:9/v1", "judge.model=..",
+          "model=hf", "model.pretrained={sft}/hf_model"],
+         "judge.model='..' can't be used as a file name"),
+    case("eval-task-name-path", "eval", "sft", [*EVAL, "run_name=../../escape"],
+         "run_name='../../escape' can't be used as a file name: a path, not a name"),
+    case("train-task-name-absolute", "train", "sft", [*SFT, "run_name={files}/abs_escape"],
+         "abs_escape' can't be used as a file name: a path, not a name"),
+    case("stage-name-path", "generate", "sft", ["stage=capo_negatives", *GEN, "stage.name=../../escape"],
+         "run_name='generate_../../escape' can't be used as a file name: a path, not a name (it holds a '/' "
+         "or '\\'); set stage.name"),
+    # --- a module fed the wrong kind of batch (issue 21, Bad 2) -------------------------------------
+    case("sft-on-preference-data", "train", "sft", [*SFT, "data=preference", "data.path={pairs}"],
+         "module SFTModule trains on 'tokens' batches (input_ids with per-token labels), but data "
+         "PreferenceDataModule makes 'preference' batches (chosen and rejected answers with neg_type); "
+         "data modules that fit: data=ask, data=chat, data=lm_corpus, data=reasoning_sft"),
+    case("capo-on-chat-data", "train", "capo", [*CAPO, "data=chat", "data.path={chat}"],
+         "data modules that fit: data=preference"),
+    case("chat-template-raises", "train", "sft",
+         [*SFT, "data.path={chat}", "model.chat_template=\"{{{{ raise_exception('no chats here') }}}}\""],
+         "the chat template rejects this conversation"),
+    # --- config values checked at start-up, listed together (issue 21, "Config values") --------------
+    case("precision-fp8", "train", "sft", [*SFT, "trainer.precision=fp8"],
+         "trainer.precision=fp8 must be one of 16, 16-mixed, 16-true, 32, 32-true, 64, 64-true, bf16"),
+    case("negative-interval-and-seed", "train", "sft",
+         [*SFT, "callbacks=default", "callbacks.model_checkpoint.every_n_train_steps=-5", "seed=-1"],
+         "callbacks.model_checkpoint.every_n_train_steps=-5 must be an integer >= 0 (0: off); "
+         "seed=-1 must be an integer in [0, 2**32 - 1]"),
+    case("mt-bench-judge-top-p", "eval", "sft",
+         [*EVAL, "task=mt_bench", "judge=openai_http", "judge.base_url=http://127.0.0.1:9/v1", "judge.model=j",
+          "+judge.sampling.top_p=2", "model=hf", "model.pretrained={sft}/hf_model"],
+         "judge.sampling: Invalid SamplingParams: top_p must be in (0, 1], got 2"),
+    # --- reading files and records (issue 21, "Reading files", "Records") ---------------------------
+    case("mt-bench-question-id-list", "eval", "sft", [*MT_BENCH, "data.path={files}/qid_list.jsonl"],
+         "qid_list.jsonl:1: 'question_id' must be an integer or a string, got [1, 2]"),
+    case("eval-reasoning-gold-nan", "eval", "sft", [*EVAL, "task=reasoning", "data.path={files}/nan_gold.jsonl"],
+         "nan_gold.jsonl:1: field 'answer' is nan, not a finite number"),
+    case("chat-glob-matches-nothing", "train", "sft", [*SFT, "data.path={files}/nothing-*.jsonl"],
+         "nothing-*.jsonl: no file matches this pattern"),
+    case("rlmec-on-corpus-data", "train", "rlmec", [*RLMEC, "data=lm_corpus"],
+         "but data LMCorpusDataModule makes 'tokens' batches"),
 ]  # fmt: skip
 
 
@@ -206,6 +267,14 @@ def snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def file_paths(top: Path, deep: tuple[Path, ...]) -> set[Path]:
+    """Every entry directly in ``top`` (the session's temporary folder) and every file under ``deep``
+    (this module's folders): where a name with ``..`` or an absolute path in it would land."""
+    return {p for p in top.iterdir() if not p.is_dir()} | {
+        p for d in deep for p in d.rglob("*") if not p.is_dir()
+    }
+
+
 # ---- fixtures: bad files and finished runs --------------------------------------------------------
 def _head(path: Path, n: int) -> str:
     return "".join(path.read_text(encoding="utf-8").splitlines(keepends=True)[:n])
@@ -236,6 +305,8 @@ def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     write_jsonl(d / "rl_missing.jsonl", [{k: v for k, v in rl[0].items() if k != "rewards"}])
     question = _head(ROOT / "data" / "mt_bench" / "question.jsonl", 1)
     (d / "latin1_questions.jsonl").write_bytes(question.encode() + b'{"question": "' + LATIN1 + b'"}\n')
+    (d / "qid_list.jsonl").write_text(json.dumps({"question_id": [1, 2], "turns": ["hi"]}) + "\n")
+    (d / "nan_gold.jsonl").write_text('{"question": "How many?", "answer": NaN}\n')
     (d / "not_a_ckpt").mkdir()
     (d / "not_a_ckpt" / "notes.txt").write_text("not a checkpoint\n")
     (d / "empty.ckpt").write_bytes(b"")
@@ -313,14 +384,27 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
     c: Case, runs, protected, files, tokenizer, capfd
 ):
     run = runs[c.run]
-    names = {"run": run, "files": files, "sft": runs["sft"], "chat": runs["sft"].parent / "chat.jsonl"}
+    base = runs["sft"].parent
+    names = {
+        "run": run,
+        "files": files,
+        "sft": runs["sft"],
+        "chat": base / "chat.jsonl",
+        "pairs": base / "pairs.jsonl",
+    }
     argv = [a.format(**names) for a in c.argv]
     if not any(a.startswith(("hydra.run.dir=", "resume_dir=")) for a in argv):
         argv.append(f"hydra.run.dir={run}")
     watched = {c.run: run, "cut_run": files / "cut_run"}
     before = {name: snapshot(folder) for name, folder in watched.items()}
+    around = (files.parent, (files, base))  # a file written outside the run folder shows here
+    everywhere = file_paths(*around)
     result = invoke(c.entry, argv, capfd)
     after = {name: snapshot(folder) for name, folder in watched.items()}
+    # The command's own run folder: hydra.run.dir, or the folder resume_dir continues in.
+    target = Path(next(a.split("=", 1)[1] for a in argv if a.startswith(("hydra.run.dir=", "resume_dir="))))
+    outside = sorted(p for p in file_paths(*around) - everywhere if not p.is_relative_to(target))
+    assert not outside, f"written outside the run folder: {outside}"
 
     expected = c.expected.format(vocab=len(tokenizer))
     errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]

@@ -9,6 +9,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from utils.batch_kinds import batch_kind_problem
+from utils.data_paths import expand_pattern
 from utils.errors import ConfigError, QuartetError
 from utils.model_paths import check_model_location
 
@@ -33,6 +35,43 @@ def _positive_finite(value: object) -> bool:
     except (TypeError, ValueError):
         return False
     return math.isfinite(x) and x > 0
+
+
+def _precisions() -> set[str]:
+    """Every ``trainer.precision`` Lightning accepts (its own ``_PRECISION_INPUT`` list), as text."""
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT
+
+    out: set[str] = set()
+    for part in typing.get_args(_PRECISION_INPUT):
+        out |= {str(v) for v in typing.get_args(part)}
+    return out
+
+
+def seed_problem(seed: object) -> str | None:
+    """``seed`` must fit numpy's seed range (what ``seed_everything`` and the samplers pass on)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        return f"seed={seed} must be an integer in [0, 2**32 - 1]"
+    return None
+
+
+def value_problems(cfg: DictConfig) -> list[str]:
+    """Values that Lightning or numpy would reject later with a traceback: the trainer's precision,
+    checkpoint intervals and the seed (one line each)."""
+    problems = []
+    precision = cfg.trainer.get("precision")
+    if precision is not None and str(precision) not in _precisions():
+        problems.append(f"trainer.precision={precision} must be one of {', '.join(sorted(_precisions()))}")
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if not isinstance(node, DictConfig):
+            continue
+        for key in ("every_n_train_steps", "every_n_epochs"):
+            v = node.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                problems.append(f"callbacks.{name}.{key}={v} must be an integer >= 0 (0: off)")
+    seed = seed_problem(cfg.get("seed", 0))
+    return problems + ([seed] if seed else [])
 
 
 def validate_train_config(
@@ -64,7 +103,17 @@ def validate_train_config(
         if data.get(k) is not None and (not isinstance(data[k], int) or data[k] < 1):
             problems.append(f"data.{k}={data[k]} must be a positive integer")
     path = data.get("path") if "path" not in missing else None
-    if isinstance(path, str) and (path.endswith((".jsonl", ".json", ".parquet")) and not Path(path).exists()):
+    try:
+        pattern = expand_pattern(path) if isinstance(path, str) else None  # a glob: must match a file
+    except QuartetError as e:
+        problems.append(str(e))
+        pattern = []
+    if (
+        pattern is None
+        and isinstance(path, str)
+        and path.endswith((".jsonl", ".json", ".parquet"))
+        and not Path(path).exists()
+    ):
         problems.append(f"data.path={path}: file not found")
     opt = cfg.module.get("optimizer") or {}
     if "lr" in opt and not _positive_finite(opt.lr):
@@ -81,6 +130,10 @@ def validate_train_config(
         problems.append(
             "trainer.use_distributed_sampler must stay false: Quartet's resumable sampler shards by rank"
         )
+    problems += value_problems(cfg)
+    kinds = batch_kind_problem(cfg.module, data)  # e.g. module=capo data=chat
+    if kinds:
+        problems.append(kinds)
     ckpt = cfg.get("ckpt_path")
     if ckpt and ckpt != "last" and not Path(str(ckpt)).exists():
         problems.append(

@@ -32,12 +32,39 @@ def _check(config: DictConfig, key: str) -> None:
         exit_with_error(f"{key}={folder}: can't create the run folder: {blocker} is a file, not a folder")
 
 
+def _check_run_name(config: DictConfig) -> None:
+    """``run_name`` names a folder (``outputs/<run_name>/``) and the log file ``<run_name>.log`` in
+    the run folder: it must be one safe path component (``utils.safe_names``)."""
+    from utils.entrypoint import exit_with_error
+    from utils.errors import ConfigError
+    from utils.safe_names import file_name_part
+
+    try:
+        name = OmegaConf.select(config, "run_name", throw_on_resolution_failure=True)
+    except Exception:  # noqa: BLE001 - an unresolvable name is left to Hydra's own message
+        return
+    if name is None:
+        return
+    key = (
+        "stage.name"
+        if OmegaConf.select(config, "stage.name", default=None) and "stage" in config
+        else "run_name"
+    )
+    try:
+        file_name_part(name, "run_name", fix=f"set {key} to a plain name (it names the run's folder and log)")
+    except ConfigError as e:
+        exit_with_error(str(e))
+
+
 class RunDirCheck(Callback):
     """Before Hydra creates the run folder (and fails with a traceback): a run or sweep folder under a
-    path that is a file is one ``error:`` line, exit status 2."""
+    path that is a file, or a ``run_name`` that is not one plain name, is one ``error:`` line, exit
+    status 2."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_run_name(config)
         _check(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_run_name(config)
         _check(config, "hydra.sweep.dir")

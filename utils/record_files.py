@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utils.data_paths import expand_pattern
 from utils.errors import DataError
 from utils.text_files import iter_json_objects, read_text
 
@@ -37,8 +38,12 @@ def read_records(
     """Load records from a file, a ``datasets.save_to_disk`` folder or an HF hub dataset name.
 
     Raises ``DataError`` naming the file (and line, for JSONL) on a missing file or malformed JSON;
-    ``key`` is the config key the path came from (named in the not-found message).
+    ``key`` is the config key the path came from (named in the not-found message). A glob pattern
+    reads every file it matches, in sorted order (each record keeps its own ``file:line``).
     """
+    files = expand_pattern(path, key)
+    if files is not None:
+        return [r for f in files for r in read_records(f, split, hf_name, key)]
     p = Path(path)
     if p.is_file():
         if p.suffix == ".jsonl":

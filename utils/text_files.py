@@ -1,5 +1,8 @@
 """Read user text files as UTF-8; a byte that is not UTF-8 is one ``DataError`` naming file:line:column.
 
+A UTF-8 byte-order mark at the start of a file (what Windows editors often write) is skipped, as
+Python's ``utf-8-sig`` codec does.
+
 Every reader of user data (JSONL/JSON records, FastChat questions and judge prompts, text corpora)
 goes through these two functions, so a file saved as Latin-1 or cp1252 is reported the same way
 everywhere instead of as a ``UnicodeDecodeError`` traceback.
@@ -13,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import DataError
+
+BOM = b"\xef\xbb\xbf"  # the UTF-8 byte-order mark
 
 
 def _not_utf8(path: Path, line_no: int, line: bytes, error: UnicodeDecodeError) -> DataError:
@@ -28,6 +33,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     p = Path(path)
     with p.open("rb") as f:
         for line_no, raw in enumerate(f, start=1):
+            if line_no == 1 and raw.startswith(BOM):
+                raw = raw[len(BOM) :]
             try:
                 yield line_no, raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -54,6 +61,8 @@ def read_text(path: str | Path) -> str:
     """The whole of ``path`` decoded as UTF-8."""
     p = Path(path)
     data = p.read_bytes()
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:

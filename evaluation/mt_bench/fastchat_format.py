@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -66,6 +67,14 @@ def _str_list(value: Any, where: str, name: str) -> list[str]:
     return value
 
 
+def _question_id(row: dict[str, Any], where: str) -> int | str:
+    """``row["question_id"]``: an integer or a string (FastChat's ids are integers), else one error line."""
+    qid = row["question_id"]
+    if isinstance(qid, bool) or not isinstance(qid, (int, str)):
+        raise QuartetError(f"{where}: 'question_id' must be an integer or a string, got {json.dumps(qid)}")
+    return qid
+
+
 def read_questions(path: str | Path) -> list[Question]:
     """Questions of a FastChat ``question.jsonl``; a bad record is one error naming file:line."""
     questions, seen = [], set()
@@ -73,16 +82,17 @@ def read_questions(path: str | Path) -> list[Question]:
         for key in ("question_id", "turns"):
             if key not in row:
                 raise QuartetError(f"{where}: missing {key!r} (FastChat question.jsonl format)")
+        qid = _question_id(row, where)
         turns = _str_list(row["turns"], where, "turns")
         if not turns or not all(t.strip() for t in turns):
-            raise QuartetError(f"{where}: question {row['question_id']} has no turns (or an empty one)")
-        if row["question_id"] in seen:
-            raise QuartetError(f"{where}: duplicate question_id {row['question_id']}")
-        seen.add(row["question_id"])
+            raise QuartetError(f"{where}: question {qid} has no turns (or an empty one)")
+        if qid in seen:
+            raise QuartetError(f"{where}: duplicate question_id {qid}")
+        seen.add(qid)
         reference = _str_list(row["reference"], where, "reference") if row.get("reference") else None
         questions.append(
             Question(
-                row["question_id"],
+                qid,
                 str(row.get("category", "general")),
                 turns,
                 reference,
@@ -122,7 +132,7 @@ def read_answers(path: str | Path) -> dict[int | str, list[str]]:
             raise QuartetError(f"{where}: expected FastChat answer fields choices[0].turns") from None
         if "question_id" not in row:
             raise QuartetError(f"{where}: missing 'question_id'")
-        out[row["question_id"]] = _str_list(turns, where, "choices[0].turns")
+        out[_question_id(row, where)] = _str_list(turns, where, "choices[0].turns")
     return out
 
 
@@ -146,15 +156,3 @@ def judgment_record(
         "turn": turn,
         "tstamp": time.time(),
     }
-
-
-def judge_file_stem(name: str) -> str:
-    """``name`` (``judge.name``) as the stem of ``model_judgment/<judge>_single.jsonl``: path separators
-    become ``_``; an empty name, ``.`` or ``..`` is an error (a file name must stay inside the folder).
-    (Kept minimal here; the project-wide rule for config-made file names is utils/safe_names.py.)"""
-    stem = name.replace("/", "_").replace("\\", "_").replace("\0", "_").strip()
-    if stem in ("", ".", ".."):
-        raise QuartetError(
-            f"judge.name={name!r} cannot name a judgment file; give judge.name=<judge model name>"
-        )
-    return stem

@@ -37,6 +37,12 @@ def build_backend(name: str, **kwargs: Any) -> GenerationBackend:
     if name == "openai_http":
         from inference.backends.openai_http import OpenAIHTTPBackend
 
+        if kwargs.get("chat_template"):
+            raise ValueError(
+                "chat_template applies to the hf and vllm backends; an openai_http server renders chat "
+                "prompts with its own template (set it on the server)"
+            )
+        kwargs.pop("chat_template", None)
         missing = [k for k in ("base_url", "model") if k not in kwargs]
         if missing:
             raise ValueError(f"backend 'openai_http' needs {missing}")

@@ -94,13 +94,17 @@ class HFBackend(GenerationBackend):
         batch_size: int = 8,
         tokenizer_path: str | None = None,
         model_id: str | None = None,
+        chat_template: str | None = None,
     ) -> HFBackend:
-        """Load a model folder (``save_pretrained`` layout) and its tokenizer."""
+        """Load a model folder (``save_pretrained`` layout) and its tokenizer; ``chat_template`` (a Jinja
+        string) overrides the tokenizer's own."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         import models  # noqa: F401  (registers Quartet's model classes, e.g. an exported MoE, with the Auto classes)
 
         tok = AutoTokenizer.from_pretrained(tokenizer_path or path)
+        if chat_template:
+            tok.chat_template = chat_template
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
         return cls(model, tok, batch_size=batch_size, model_id=model_id)
 

@@ -193,10 +193,18 @@ class OpenAIHTTPBackend(GenerationBackend):
         return text.replace(key, "<redacted>") if key else text
 
     def _one(self, prompt: Prompt, params: SamplingParams) -> list[Completion]:
+        """The completions of one prompt, the API key redacted from their text and from any error.
+
+        This is where every byte a server sends enters Quartet, so a server that echoes the key
+        inside a normal completion can't get it into the generation cache, ``model_answer/``,
+        ``judgments.jsonl`` or ``model_judgment/``: those only ever see the redacted text."""
         try:
-            return self._one_unredacted(prompt, params)
+            completions = self._one_unredacted(prompt, params)
         except OpenAIHTTPError as e:
             raise OpenAIHTTPError(self.redact(str(e))) from None
+        for c in completions:
+            c.text = self.redact(c.text)
+        return completions
 
     def _one_unredacted(self, prompt: Prompt, params: SamplingParams) -> list[Completion]:
         chat = is_chat_prompt(prompt)

@@ -37,7 +37,7 @@ class VLLMBackend(GenerationBackend):
             ``gpu_memory_utilization``, ...).
     """
 
-    def __init__(self, model_path: str, **engine_kwargs: Any) -> None:
+    def __init__(self, model_path: str, chat_template: str | None = None, **engine_kwargs: Any) -> None:
         if not vllm_available():
             raise VLLMUnavailableError(
                 "The vLLM backend needs the 'vllm' package, which is not installed here. Install vllm "
@@ -48,6 +48,8 @@ class VLLMBackend(GenerationBackend):
         self._vllm = vllm
         self.llm = vllm.LLM(model=model_path, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
+        if chat_template:  # prompts are rendered here (encode_prompt), so vLLM sees the override's tokens
+            self.tokenizer.chat_template = chat_template
         self.model_id = str(model_path)
         self.engine_kwargs = dict(engine_kwargs)
 
