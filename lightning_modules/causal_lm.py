@@ -71,6 +71,28 @@ def write_hf_folder(
     return out
 
 
+def write_hf_folder_atomic(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer: Any, out_dir: str | Path
+) -> Path:
+    """:func:`write_hf_folder` into a temporary sibling of ``out_dir``, then renamed into place
+    (``utils.atomic.replace_folder``): a kill or an error mid-export never leaves a partial
+    ``hf_model/`` that looks like a model (a leftover temporary folder is removed at the next start)."""
+    import shutil
+
+    from utils.atomic import replace_folder
+    from utils.temp_files import temp_path_beside
+
+    out = Path(out_dir)
+    tmp = temp_path_beside(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write_hf_folder(model, state, tokenizer, tmp)
+        replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 class CausalLMModule(L.LightningModule):
     def __init__(
         self,
@@ -171,7 +193,7 @@ class CausalLMModule(L.LightningModule):
         state = self._full_state_dict(model)
         if self.global_rank != 0:
             return None
-        return write_hf_folder(model, state, self.tokenizer, out_dir)
+        return write_hf_folder_atomic(model, state, self.tokenizer, out_dir)
 
     def _full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if getattr(self, "_device_mesh", None) is None:
