@@ -46,7 +46,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # A truncated/corrupt checkpoint or one of another model shape fails here, not mid-fit.
-    checkpoint = check_checkpoint_file(ckpt_path)
+    checkpoint = check_checkpoint_file(ckpt_path, cfg.module.get("_target_"))
     if checkpoint is not None:
         check_checkpoint_fits(str(ckpt_path), checkpoint, cfg.module.get("model"))
         del checkpoint

@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.checkpoint_check import MODULE_KEY
 from lightning_modules.components.optim import build_optimizer_and_scheduler
 from models import build_model, decoder_layers, load_tokenizer, save_model_code
 from utils.errors import ConfigError
@@ -122,6 +123,11 @@ class CausalLMModule(L.LightningModule):
         self.model_cfg, self.optimizer_cfg, self.scheduler_cfg = model, optimizer, scheduler
         self.model: torch.nn.Module | None = None
         self.tokenizer: Any = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which module wrote the checkpoint: a resume into another module is refused at
+        start-up (``checkpoint_check.check_checkpoint_module``), not deep in ``fit``."""
+        checkpoint[MODULE_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     # ---- model -------------------------------------------------------------------------------
     def configure_model(self) -> None:

@@ -10,12 +10,14 @@ Case families (see ``CASES``):
   required stage key;
 - models: a missing model folder, a run folder given as a model folder;
 - checkpoints: missing, empty, truncated, overwritten bytes, a folder that is no checkpoint, a sharded
-  checkpoint with a truncated shard or an unreadable ``.metadata``, a resume into another model shape
-  (by ``resume_dir`` and by ``ckpt_path``);
-- run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder,
-  ``hydra.run.dir`` under a path that is a file.
+  checkpoint with a truncated shard, an unreadable ``.metadata`` or a pickle payload in ``meta.pt``, a
+  resume into another model shape (by ``resume_dir`` and by ``ckpt_path``) or another module (a CaPO
+  checkpoint given to an SFT run), an HF folder whose ``pytorch_model.bin`` holds a pickle payload;
+- run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder or
+  a run folder of another entry point (an eval folder to train.py, a train folder to eval.py and
+  generate.py), ``hydra.run.dir`` under a path that is a file.
 
-42 cases: train.py 35 (SFT 25, CaPO 3, Top-P MoE 4, RLMEC 3), eval.py 3, generate.py 4.
+48 cases: train.py 39 (SFT 29, CaPO 3, Top-P MoE 4, RLMEC 3), eval.py 4, generate.py 5.
 
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
 ``python train.py ...`` runs them), so the corpus costs one import of Lightning, not one per case.
@@ -35,6 +37,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 import eval as eval_entry
 import generate as generate_entry
@@ -115,12 +118,24 @@ CASES: list[Case] = [
     case("resume-dir-other-shape", "train", "sft", ["resume_dir={run}", "model.hidden_size=32", "trainer.max_steps=4"],
          "model.model.embed_tokens.weight is [{vocab}, 64] in the checkpoint but [{vocab}, 32] in the model "
          "(config changed since the checkpoint: model.hidden_size: 64 -> 32)"),
+    case("ckpt-of-another-module", "train", "sft", [*SFT, *TINY, "ckpt_path={capo}/checkpoints/last.ckpt"],
+         "a checkpoint of CaPOModule (lightning_modules.capo.CaPOModule), but this run's module is SFTModule"),
+    case("ckpt-sharded-meta-pickle", "train", "sft", [*SFT, "ckpt_path={files}/sharded_pickle"],
+         "sharded_pickle (meta.pt): the checkpoint holds objects that weights_only loading refuses"),
+    case("hf-bin-pickle", "train", "sft", [*SFT, "model=hf", "model.pretrained={files}/pickled_hf"],
+         "pickled_hf: pytorch_model.bin holds objects that weights_only loading refuses"),
     case("ckpt-path-other-shape", "train", "sft", [*SFT, "ckpt_path={run}/checkpoints/last.ckpt", "model.num_layers=3"],
          "model.model.layers.2.self_attn.q_proj.weight is in the model but not in the checkpoint "
          "(config changed since the checkpoint: model.num_layers: 2 -> 3)"),
     # --- train.py, run folders -------------------------------------------------------------------
     case("finished-folder-reused", "train", "sft", [*SFT, "data.path={chat}"], "already holds a finished run (summary.json)"),
     case("resume-dir-not-a-run", "train", "sft", ["resume_dir={files}"], "not a Quartet run folder"),
+    case("resume-dir-eval-folder-to-train", "train", "sft", ["resume_dir={files}/eval_run"],
+         "eval_run: a run folder of eval.py (its config has 'task'); train.py can't continue it"),
+    case("resume-dir-train-folder-to-eval", "eval", "sft", [*EVAL, "resume_dir={run}"],
+         "a run folder of train.py (its config has 'module'); eval.py can't continue it"),
+    case("resume-dir-train-folder-to-generate", "generate", "sft", ["resume_dir={run}"],
+         "a run folder of train.py (its config has 'module'); generate.py can't continue it"),
     case("resume-dir-group-change", "train", "sft", ["resume_dir={run}", "trainer=ddp"],
          "config groups can't change on resume_dir"),
     case("run-dir-under-a-file", "train", "sft", [*SFT, "hydra.run.dir={run}/summary.json/again"],
@@ -299,11 +314,44 @@ def runs(tmp_path_factory, files, tokenizer) -> dict[str, Path]:
     return out
 
 
+class _Payload:
+    """Pickles as a call of ``print``: a stand-in for code a pickle would run (weights_only refuses it)."""
+
+    def __reduce__(self):
+        return (print, ("the payload ran",))
+
+
 @pytest.fixture(scope="module")
-def protected(runs, files) -> dict[str, dict[str, str]]:
-    """sha256 of every file of each finished run (and of the cut-short copy), as first written."""
+def checkpoint_and_folder_files(runs, files) -> Path:
+    """Issue 21: a sharded checkpoint whose ``meta.pt`` holds a pickle payload, an HF folder whose
+    ``pytorch_model.bin`` does, and a finished eval.py run folder (its saved config and results)."""
+    import torch.distributed.checkpoint as dcp
+
+    from tests.helpers import compose_cfg
+
+    sharded = files / "sharded_pickle"
+    dcp.save({"state_dict": {"w": torch.zeros(4)}}, checkpoint_id=str(sharded), no_dist=True)
+    torch.save({"epoch": 0, "payload": _Payload()}, sharded / "meta.pt")
+    pickled = files / "pickled_hf"
+    pickled.mkdir()
+    for f in (runs["sft"] / "hf_model").iterdir():
+        if f.suffix != ".safetensors":
+            (pickled / f.name).write_bytes(f.read_bytes())
+    torch.save({"lm_head.weight": _Payload()}, pickled / "pytorch_model.bin")
+    eval_run = files / "eval_run"
+    (eval_run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_cfg(["task=reasoning"], eval_run, "eval"), eval_run / ".hydra" / "config.yaml")
+    (eval_run / "results.json").write_text('{"accuracy": 0.5}\n')
+    return files
+
+
+@pytest.fixture(scope="module")
+def protected(runs, files, checkpoint_and_folder_files) -> dict[str, dict[str, str]]:
+    """sha256 of every file of each finished run (and of the cut-short copy and the eval run), as first
+    written."""
     return {
         "cut_run": snapshot(files / "cut_run"),
+        "eval_run": snapshot(files / "eval_run"),
         **{name: snapshot(folder) for name, folder in runs.items()},
     }
 
@@ -313,11 +361,12 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
     c: Case, runs, protected, files, tokenizer, capfd
 ):
     run = runs[c.run]
-    names = {"run": run, "files": files, "sft": runs["sft"], "chat": runs["sft"].parent / "chat.jsonl"}
+    names = {"run": run, "files": files, "sft": runs["sft"], "capo": runs["capo"]}
+    names["chat"] = runs["sft"].parent / "chat.jsonl"
     argv = [a.format(**names) for a in c.argv]
     if not any(a.startswith(("hydra.run.dir=", "resume_dir=")) for a in argv):
         argv.append(f"hydra.run.dir={run}")
-    watched = {c.run: run, "cut_run": files / "cut_run"}
+    watched = {c.run: run, "cut_run": files / "cut_run", "eval_run": files / "eval_run"}
     before = {name: snapshot(folder) for name, folder in watched.items()}
     result = invoke(c.entry, argv, capfd)
     after = {name: snapshot(folder) for name, folder in watched.items()}
