@@ -26,6 +26,7 @@ The finished runs (SFT, CaPO, Top-P MoE, RLMEC: two steps each) are made once pe
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -394,3 +395,127 @@ def test_the_corpus_has_at_least_30_cases_over_every_entry_point_and_module():
     assert {c.entry for c in CASES} == {"train", "eval", "generate"}
     assert {c.run for c in CASES} == {"sft", "capo", "moe", "rlmec"}
     print(f"bad-input corpus: {len(CASES)} cases")
+
+
+# ---- the environment (issue 21): a read-only run folder, a full disk, an unsafe chat template -----------
+def _one_error_line(result: Outcome, code: int) -> str:
+    errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]
+    assert result.code == code, (result.code, result.err[-3000:])
+    assert len(errors) == 1, result.err[-3000:]
+    assert "Traceback" not in result.err + result.out and "hint:" not in result.err
+    return errors[0]
+
+
+def _outside(folder: Path, inside: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(folder).items() if not (folder / k).is_relative_to(inside)}
+
+
+def test_a_read_only_run_folder_is_one_error_line_and_nothing_is_written(tmp_path, runs, capfd, monkeypatch):
+    """Fault injection (the tests run as root, whom permissions don't stop): every open for writing
+    under the folder fails as on a read-only mount. Before the check, Hydra's log handler failed first,
+    with a traceback."""
+    import builtins
+    import errno
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    real_open, real_os_open = builtins.open, os.open
+
+    def refuse(path: object) -> None:
+        if Path(os.fspath(path)).absolute().is_relative_to(folder):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+
+    def ro_open(file, mode="r", *a, **k):
+        if isinstance(file, (str, os.PathLike)) and any(m in mode for m in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *a, **k)
+
+    def ro_os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", ro_open)
+    monkeypatch.setattr(os, "open", ro_os_open)
+    chat = runs["sft"].parent / "chat.jsonl"
+    result = invoke("train", [*SFT, f"data.path={chat}", f"hydra.run.dir={folder}"], capfd)
+    monkeypatch.undo()
+    error = _one_error_line(result, 2)
+    assert f"hydra.run.dir={folder}: can't write the run folder (Read-only file system: {folder}" in error
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", ["zip-writer", "enospc-checkpoint", "enospc-summary"])
+def test_a_full_disk_is_one_error_line_naming_the_folder_and_earlier_checkpoints_survive(
+    fault, tmp_path, runs, capfd, monkeypatch
+):
+    """Fault injection: the disk fills up at the step-2 checkpoint (torch's zip writer fails, or the
+    write gets ENOSPC), or at summary.json. The step-1 checkpoints stay byte-identical."""
+    import errno
+
+    import utils.atomic
+
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    before: dict[str, dict[str, str]] = {}
+    real_save, real_write = torch.save, utils.atomic.write_text_atomic
+    calls = []
+
+    def full_disk_save(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) < 3:  # step 1: step000001.ckpt and last.ckpt
+            return real_save(obj, f, *a, **k)
+        before["ckpts"] = {k: v for k, v in snapshot(ckpts).items() if ".tmp-" not in k}  # ours
+        f.write(b"PK\x03\x04 half a checkpoint")
+        if fault == "zip-writer":
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file "
+                "data/3: file write failed"
+            )
+        raise OSError(errno.ENOSPC, "No space left on device", f.name)
+
+    def full_disk_write(path, text):
+        if Path(path).name == "summary.json":
+            before["ckpts"] = snapshot(ckpts)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, text)
+
+    if fault == "enospc-summary":
+        monkeypatch.setattr(utils.atomic, "write_text_atomic", full_disk_write)
+    else:
+        monkeypatch.setattr(torch, "save", full_disk_save)
+    chat = runs["sft"].parent / "chat.jsonl"
+    outside = _outside(tmp_path, run)
+    argv = [*SFT, f"data.path={chat}", "callbacks.model_checkpoint.every_n_train_steps=1", "export=false"]
+    result = invoke("train", [*argv, f"hydra.run.dir={run}"], capfd)
+    monkeypatch.undo()
+
+    error = _one_error_line(result, 1)
+    name = "summary.json" if fault == "enospc-summary" else "step000002.ckpt"
+    assert f"error: can't write {run if name == 'summary.json' else ckpts}/{name}: " in error
+    why = "the write failed, most likely a full disk" if fault == "zip-writer" else "no space left on device"
+    assert why in error and f"free space in {run if name == 'summary.json' else ckpts} " in error
+    assert snapshot(ckpts) == before["ckpts"] and "last.ckpt" in before["ckpts"]  # nothing half-written
+    assert _outside(tmp_path, run) == outside and not (run / ".lock").exists()
+
+
+def test_a_chat_template_that_leaves_the_sandbox_is_one_data_error_naming_it(runs, capfd, tokenizer):
+    from inference.chat import apply_chat_template, render_next_turn
+    from utils.errors import DataError
+
+    template = "'{{ x.__class__.__mro__ }}{% for m in messages %}{{ m.content }}{% endfor %}'"
+    unsafe = copy.deepcopy(tokenizer)
+    unsafe.chat_template = template.strip("'")
+    for render in (lambda: apply_chat_template(unsafe, [{"role": "user", "content": "hi"}]),
+                   lambda: render_next_turn(unsafe, [{"role": "user", "content": "hi"}], "user")):  # fmt: skip
+        with pytest.raises(
+            DataError, match=r"the chat template of '.*tokenizer' tries to leave Jinja's sandbox"
+        ):
+            render()  # the generation paths (eval.py, generate.py): was a SecurityError traceback
+    run = runs["capo"]
+    before = snapshot(run)
+    result = invoke("train", [*CAPO, f"model.chat_template={template}", f"hydra.run.dir={run}"], capfd)
+    error = _one_error_line(result, 2)
+    assert "pairs.jsonl:1: the chat template of '" in error
+    assert "tries to leave Jinja's sandbox and was stopped (SecurityError: access to attribute" in error
+    assert {k: snapshot(run).get(k) for k in before} == before

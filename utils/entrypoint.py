@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
-from utils.errors import QuartetError
+from utils.errors import QuartetError, as_write_error
 from utils.run_folder import load_resume_config
 
 log = logging.getLogger("quartet")
@@ -64,7 +64,8 @@ def exit_with_error(message: str, exit_code: int = 2) -> NoReturn:
 
 def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
     """Run ``fn(cfg)``; turn user errors into one ``error:`` line and their exit status (2 for bad
-    input, 1 for a non-finite loss, 128+signal for an interrupt); return the optimized metric."""
+    input, 1 for a non-finite loss or a full disk, 128+signal for an interrupt); return the optimized
+    metric."""
     global _TASK_STARTED
     _TASK_STARTED = True
     try:
@@ -78,6 +79,11 @@ def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> flo
         if not isinstance(e.__cause__, QuartetError):
             raise
         exit_with_error(str(e.__cause__), e.__cause__.exit_code)
+    except OSError as e:  # a full disk or a read-only file system, whatever was being written
+        error = as_write_error(e)
+        if error is None:
+            raise
+        exit_with_error(str(error), error.exit_code)
     name = cfg.get("optimized_metric")
     if not name:
         return None
