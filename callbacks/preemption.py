@@ -11,8 +11,9 @@ of the pass. Lightning's own SIGTERM handling is replaced at the start of each p
 run with a ``SystemExit`` of status 0 and nothing saved. Under SLURM with auto-requeue (Lightning's
 ``SLURMEnvironment``), SIGTERM and the requeue signal stay with Lightning, which saves an HPC checkpoint
 and requeues the job; only SIGINT is handled here. A requeue-signal handler installed before Lightning's
-(submitit's, in a ``-m hydra/launcher=slurm`` sweep) is removed at setup, so Lightning installs its own
-and sweep jobs requeue like single jobs.
+(submitit's, in a ``-m hydra/launcher=slurm`` sweep) is set aside at the setup of each phase, so
+Lightning installs its own and sweep jobs requeue like single jobs (between phases the run's
+``StopSignals`` records it; the run puts submitit's back at its end).
 """
 
 from __future__ import annotations
@@ -71,7 +72,6 @@ class GracefulInterrupt(L.Callback):
         requeue = slurm_requeue_signal(trainer)
         if requeue is None:
             return
-        self.signals.signums = tuple(s for s in self.signals.signums if s != requeue)
         current = signal.getsignal(requeue)
         if current not in (None, signal.SIG_DFL) and not _is_lightnings(current):
             # Lightning installs its requeue handler only where there is none: make room for it.
@@ -83,6 +83,10 @@ class GracefulInterrupt(L.Callback):
         if trainer.received_sigterm and self.received is None and signal.SIGTERM in self._signals(trainer):
             self.signals.received = signal.SIGTERM
         self.signals.take(self._signals(trainer))
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Lightning has put back the handlers it found: record signals again until the next phase.
+        self.signals.take()
 
     def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._take(trainer)

@@ -146,3 +146,14 @@ class StallInPhase(L.Callback):
             return real_save(*a, **k)
 
         tokenizer.save_pretrained = stalled_save
+
+
+def run_train_script(args: list[str]) -> None:
+    """``python train.py args`` in this process: the callable of a submitit job in the tests (pickled by
+    reference, so the job process imports it from here)."""
+    import runpy
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.argv = [str(root / "train.py"), *args]
+    runpy.run_path(str(root / "train.py"), run_name="__main__")
