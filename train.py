@@ -83,6 +83,7 @@ def _fit(
     from callbacks.run_summary import RunSummary, write_summary_json
     from callbacks.same_run_folder import SameRunFolder
     from utils.errors import NonFiniteLossError, TrainingInterrupted
+    from utils.launch_env import slurm_plugins
     from utils.rich_config import print_and_save_config
     from utils.run_folder import check_folder_reuse
     from utils.temp_files import remove_stale_temp_files
@@ -106,7 +107,10 @@ def _fit(
     callbacks.append(interrupt)  # last: saves after the others' step-end hooks
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[BesideTargetCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[BesideTargetCheckpointIO(), *slurm_plugins()],
     )
 
     def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> None:

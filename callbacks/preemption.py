@@ -9,11 +9,13 @@ the current optimizer step (where periodic checkpoints are taken), so ``resume_d
 ``ckpt_path=last`` continues exactly; in a validation pass it is the next validation batch, not the end
 of the pass. Lightning's own SIGTERM handling is replaced at the start of each phase: it would end the
 run with a ``SystemExit`` of status 0 and nothing saved. Under SLURM with auto-requeue (Lightning's
-``SLURMEnvironment``), SIGTERM and the requeue signal stay with Lightning, which saves an HPC checkpoint
-and requeues the job; only SIGINT is handled here. A requeue-signal handler installed before Lightning's
-(submitit's, in a ``-m hydra/launcher=slurm`` sweep) is set aside at the setup of each phase, so
-Lightning installs its own and sweep jobs requeue like single jobs (between phases the run's
-``StopSignals`` records it; the run puts submitit's back at its end).
+``SLURMEnvironment``), SIGTERM and the requeue signal stay with Lightning in each phase, which saves an
+HPC checkpoint and requeues the job; only SIGINT is handled here. In a ``-m hydra/launcher=slurm`` sweep
+job, submitit has installed its own handler on its signal (SIGUSR2) before Lightning's, and SLURM sends
+that signal: the job's requeue signal is submitit's (``utils.launch_env.slurm_plugins``), and its
+handler is set aside at the setup of each phase, so Lightning installs its own and sweep jobs requeue
+like single jobs (between phases the run's ``StopSignals`` records it; the run puts submitit's back at
+its end).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class GracefulInterrupt(L.Callback):
         requeue = slurm_requeue_signal(trainer)
         if requeue is None:
             return
+        self.signals.adopt(requeue)  # between phases a requeue signal stops the run like any other
         current = signal.getsignal(requeue)
         if current not in (None, signal.SIG_DFL) and not _is_lightnings(current):
             # Lightning installs its requeue handler only where there is none: make room for it.

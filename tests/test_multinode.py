@@ -205,13 +205,13 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_submitit_sweep_job_requeues_on_sigusr1_and_resumes_like_a_single_job(tmp_path):
+def test_a_submitit_sweep_job_requeues_before_its_time_limit_and_resumes_like_a_single_job(tmp_path):
     """A ``-m hydra/launcher=slurm`` job runs inside submitit's job process (``submitit.core._submit``,
-    here through the stand-in srun), which installs its own SIGUSR1 handler before Lightning's; Lightning
-    then kept out and the job stopped without a checkpoint. Now Lightning's requeue handler runs: it
-    saves ``hpc_ckpt_1.ckpt`` and calls ``scontrol requeue <job id>``; SLURM's SIGTERM ends the job (exit
-    143, interrupted); the requeued job (the same command, the same job id) resumes from the HPC
-    checkpoint and finishes."""
+    here through the stand-in srun), which installs its own handler on its signal (SIGUSR2, the one its
+    ``--signal=USR2@120`` makes SLURM send) before Lightning's, which listened on SIGUSR1: the job ended
+    without a checkpoint. Now Lightning's requeue handler gets the signal: it saves ``hpc_ckpt_1.ckpt``
+    and calls ``scontrol requeue <job id>``; SLURM's SIGTERM ends the job (exit 143, interrupted); the
+    requeued job (the same command, the same job id) resumes from the HPC checkpoint and finishes."""
     import signal
     import time
 
@@ -252,7 +252,7 @@ def test_a_submitit_sweep_job_requeues_on_sigusr1_and_resumes_like_a_single_job(
         assert srun.poll() is None and time.time() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)
     (task,) = _children(srun.pid)
-    os.kill(task, signal.SIGUSR1)  # SLURM's warning before the time limit (--signal=USR1@120)
+    os.kill(task, signal.SIGUSR2)  # SLURM's warning before the time limit (submitit: --signal=USR2@120)
     while not requeues.exists():
         assert srun.poll() is None and time.time() < deadline, log.read_text()[-3000:]
         time.sleep(0.05)

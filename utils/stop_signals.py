@@ -69,6 +69,14 @@ class StopSignals:
             self._previous.setdefault(signum, current)
             signal.signal(signum, self.handle)
 
+    def adopt(self, signum: int) -> None:
+        """Add ``signum`` to the recorded signals from now on (installed at the next ``take``); the
+        handler it has now is the one ``restore`` puts back."""
+        if signum not in self.signums:
+            self.signums = (*self.signums, signum)
+        if threading.current_thread() is threading.main_thread():
+            self._previous.setdefault(signum, signal.getsignal(signum))
+
     def restore(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
