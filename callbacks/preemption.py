@@ -78,7 +78,11 @@ class GracefulInterrupt(L.Callback):
         current = signal.getsignal(requeue)
         if current not in (None, signal.SIG_DFL) and not _is_lightnings(current):
             # Lightning installs its requeue handler only where there is none: make room for it.
-            log.info("SLURM auto-requeue: replacing the %s handler %r by Lightning's", requeue, current)
+            log.info(
+                "SLURM auto-requeue: setting the %s handler %r aside for Lightning's",
+                signal.Signals(requeue).name,
+                current,
+            )
             signal.signal(requeue, signal.SIG_DFL)
 
     def _take(self, trainer: L.Trainer) -> None:
