@@ -205,13 +205,14 @@ def _children(pid: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_a_submitit_sweep_job_requeues_before_its_time_limit_and_resumes_like_a_single_job(tmp_path):
+def test_a_submitit_sweep_job_saves_and_requeues_before_its_time_limit_like_a_single_job(tmp_path):
     """A ``-m hydra/launcher=slurm`` job runs inside submitit's job process (``submitit.core._submit``,
     here through the stand-in srun), which installs its own handler on its signal (SIGUSR2, the one its
     ``--signal=USR2@120`` makes SLURM send) before Lightning's, which listened on SIGUSR1: the job ended
     without a checkpoint. Now Lightning's requeue handler gets the signal: it saves ``hpc_ckpt_1.ckpt``
-    and calls ``scontrol requeue <job id>``; SLURM's SIGTERM ends the job (exit 143, interrupted); the
-    requeued job (the same command, the same job id) resumes from the HPC checkpoint and finishes."""
+    and calls ``scontrol requeue <job id>``; SLURM's SIGTERM ends the job (exit 143, interrupted). The
+    requeued job reruns the same command with the same job id in the same folder, where Lightning
+    resumes from the HPC checkpoint as for an sbatch job (not rerun here: one more process start)."""
     import signal
     import time
 
@@ -261,11 +262,3 @@ def test_a_submitit_sweep_job_requeues_before_its_time_limit_and_resumes_like_a_
     assert requeues.read_text() == "requeue 4242\n"
     saved = torch.load(run / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)["global_step"]
     assert 2 <= saved < steps and _summary(run)["status"] == "interrupted"
-
-    requeued = subprocess.run(
-        [*cmd, str(folder)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert requeued.returncode == 0, (requeued.stdout + requeued.stderr)[-3000:]
-    s = _summary(run)
-    assert s["status"] == "finished" and s["global_step"] == steps
-    assert s["resumed_from"] is None and s["steps_this_run"] == steps - saved  # Lightning's HPC resume
