@@ -191,3 +191,26 @@ def _log_this_step(trainer: L.Trainer) -> None:
     connector = trainer._logger_connector
     connector.on_batch_end()
     connector.update_train_step_metrics()
+
+
+class PredictInterrupt(L.Callback):
+    """The signal contract for an evaluation under ``trainer.predict`` (``eval.py``): a stop signal
+    ends it at the next batch with ``TrainingInterrupted`` (one ``error:`` line, exit 128 + signal)
+    instead of Lightning's default (run to the end and exit 0). Everything generated so far is in the
+    sample cache, so the same command continues. Install ``signals`` around ``predict``."""
+
+    def __init__(self, signals: StopSignals, rerun_hint: str):
+        self.signals, self.rerun_hint = signals, rerun_hint
+
+    def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.signals.take()
+
+    def on_predict_batch_end(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if not agreed(trainer, self.signals.received is not None):
+            return
+        signum = self.signals.received if self.signals.received is not None else signal.SIGTERM
+        done = trainer.predict_loop.batch_progress.current.processed  # this batch included
+        raise TrainingInterrupted(
+            f"evaluation interrupted by {signal.Signals(signum).name} after {done} batch(es); {self.rerun_hint}",
+            signum,
+        )
