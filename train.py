@@ -47,7 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # A truncated/corrupt checkpoint or one of another model shape fails here, not mid-fit.
-    checkpoint = check_checkpoint_file(ckpt_path)
+    checkpoint = check_checkpoint_file(ckpt_path, cfg.module.get("_target_"))
     if checkpoint is not None:
         check_checkpoint_fits(str(ckpt_path), checkpoint, cfg.module.get("model"))
         del checkpoint
@@ -85,6 +85,7 @@ def _fit(
     from callbacks.switches import drop_switched_off
     from checkpoints.io_plugin import BesideTargetCheckpointIO
     from utils.errors import NonFiniteLossError, TrainingInterrupted
+    from utils.launch_env import slurm_plugins
     from utils.rich_config import print_and_save_config
     from utils.run_folder import check_folder_reuse
     from utils.temp_files import remove_stale_temp_files
@@ -102,13 +103,17 @@ def _fit(
     summary = RunSummary()
     guard = NonFiniteGuard(cfg.get("nonfinite", "stop"))
     callbacks += [SameRunFolder(output_dir), summary, guard, TrimCSVOnResume()]
-    exporter = HFExport(output_dir / "hf_model") if cfg.get("export") else None
+    interrupt = GracefulInterrupt(output_dir)  # its StopSignals covers every phase of the run
+    exporter = HFExport(output_dir / "hf_model", interrupt.signals) if cfg.get("export") else None
     if exporter:
         callbacks.append(exporter)
-    callbacks.append(GracefulInterrupt(output_dir))  # last: saves after the others' step-end hooks
+    callbacks.append(interrupt)  # last: saves after the others' step-end hooks
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg and "_target_" in lg]
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[BesideTargetCheckpointIO()]
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        plugins=[BesideTargetCheckpointIO(), *slurm_plugins()],
     )
 
     def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> None:
@@ -118,26 +123,49 @@ def _fit(
             )
 
     log.info("training %s on %s (output: %s)", cfg.module._target_, cfg.data._target_, output_dir)
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    except TrainingInterrupted as e:
-        write_summary("interrupted", str(e), _metrics(trainer))
-        raise
-    except NonFiniteLossError as e:
-        write_summary("stopped_nonfinite", str(e), _metrics(trainer))
-        raise
-    except SIGTERMException:  # Lightning's own SIGTERM path (SLURM auto-requeue): never exit 0
-        msg = "training stopped by SIGTERM (SLURM auto-requeue: the requeued job resumes from its HPC checkpoint)"
-        write_summary("interrupted", msg, _metrics(trainer))
-        raise TrainingInterrupted(msg, 15) from None
-    metrics = _metrics(trainer)
-    if cfg.get("validate_after_fit") and not trainer.interrupted:
-        for result in trainer.validate(module, datamodule=datamodule, verbose=False):
-            metrics.update({k: float(v) for k, v in result.items()})
-    write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
+    with interrupt.signals.installed():
+        try:
+            metrics = _run_phases(cfg, trainer, module, datamodule, ckpt_path, interrupt)
+        except TrainingInterrupted as e:
+            write_summary("interrupted", str(e), _metrics(trainer))
+            raise
+        except NonFiniteLossError as e:
+            write_summary("stopped_nonfinite", str(e), _metrics(trainer))
+            raise
+        except SIGTERMException:  # Lightning's own SIGTERM path (SLURM auto-requeue): never exit 0
+            msg = "training stopped by SIGTERM (SLURM auto-requeue: the requeued job resumes from its HPC checkpoint)"
+            write_summary("interrupted", msg, _metrics(trainer))
+            raise TrainingInterrupted(msg, 15) from None
+        write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
     if trainer.interrupted:
         log.warning("training was interrupted; resume with ckpt_path=last or resume_dir=%s", output_dir)
     return metrics
+
+
+def _run_phases(
+    cfg: DictConfig, trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None, interrupt: Any
+) -> dict[str, float]:
+    """fit (its export included), then the validation after fit; a stop signal that lands between
+    or after them stops the run as one inside them does (``TrainingInterrupted``, never exit 0)."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    metrics = _metrics(trainer)
+    if cfg.get("validate_after_fit") and not trainer.interrupted:
+        _stop_if_signalled(trainer, interrupt, "the validation after fit")
+        for result in trainer.validate(module, datamodule=datamodule, verbose=False):
+            metrics.update({k: float(v) for k, v in result.items()})
+    _stop_if_signalled(trainer, interrupt, "the end of the run")
+    return metrics
+
+
+def _stop_if_signalled(trainer: Any, interrupt: Any, phase: str) -> None:
+    from callbacks.preemption import after_fit_message
+    from utils.errors import TrainingInterrupted
+
+    signum = interrupt.signals.received
+    if signum is not None and not trainer.interrupted:
+        raise TrainingInterrupted(
+            after_fit_message(signum, phase, trainer.global_step, interrupt.run_dir), signum
+        )
 
 
 def _metrics(trainer: Any) -> dict[str, float]:

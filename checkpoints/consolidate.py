@@ -12,16 +12,13 @@ equals the run's own ``hf_model/`` bit for bit.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lightning_modules.causal_lm import CausalLMModule, write_hf_folder
-from utils.atomic import replace_folder
+from lightning_modules.causal_lm import CausalLMModule, write_hf_folder_atomic
 from utils.errors import QuartetError, first_line
-from utils.temp_files import temp_path_beside
 
 META_FILE = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint
 POLICY_PREFIX = "model."
@@ -104,11 +101,4 @@ def consolidate(ckpt: str | Path, out: str | Path | None = None, overwrite: bool
             f"{ckpt}: its weights do not fit the model its config builds "
             f"(missing: {missing[:3]}, unexpected: {extra[:3]})"
         )
-    tmp = temp_path_beside(out_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        write_hf_folder(module.model, weights, module.tokenizer, tmp)
-        replace_folder(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return write_hf_folder_atomic(module.model, weights, module.tokenizer, out_dir)

@@ -17,6 +17,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from utils.atomic import atomic_path
+from utils.errors import as_write_error
 
 
 class BesideTargetCheckpointIO(TorchCheckpointIO):
@@ -25,7 +26,13 @@ class BesideTargetCheckpointIO(TorchCheckpointIO):
     ) -> None:
         if "://" in str(path):  # remote storage: Lightning's own (fsspec) path
             return super().save_checkpoint(checkpoint, path, storage_options)
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with atomic_path(path) as tmp, open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except (OSError, RuntimeError) as e:  # a full disk: one line naming the file, last.ckpt intact
+            error = as_write_error(e, path)
+            if error is None:
+                raise
+            raise error from None

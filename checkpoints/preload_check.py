@@ -17,17 +17,23 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from lightning_modules.causal_lm import MODULE_KEY
 from utils.errors import QuartetError, first_line
 
+META_FILE = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint (trainer=fsdp)
 
-def check_checkpoint_file(ckpt_path: str | None) -> dict[str, Any] | None:
+
+def check_checkpoint_file(ckpt_path: str | None, module_target: str | None = None) -> dict[str, Any] | None:
     """The checkpoint at ``ckpt_path`` (memory-mapped, ``weights_only``), or ``None`` for a sharded
-    folder or no checkpoint. Raises ``QuartetError`` naming the file when it is truncated or corrupt."""
+    folder or no checkpoint. Raises ``QuartetError`` naming the file when it is truncated or corrupt,
+    holds objects ``weights_only`` refuses, or was written by another module than ``module_target``."""
     if not ckpt_path:
         return None
     p = Path(ckpt_path)
     if p.is_dir():
         _check_sharded_folder(p)
+        meta = _load_weights_only(p / META_FILE, p) if (p / META_FILE).is_file() else {}
+        check_checkpoint_module(p, meta, module_target)
         return None
     if p.stat().st_size == 0:
         raise QuartetError(f"ckpt_path={p}: the checkpoint file is empty (truncated)")
@@ -38,20 +44,48 @@ def check_checkpoint_file(ckpt_path: str | None) -> dict[str, Any] | None:
         raise QuartetError(f"ckpt_path={p}: corrupt or truncated checkpoint ({first_line(e)})") from None
     if bad is not None:
         raise QuartetError(f"ckpt_path={p}: corrupt checkpoint (member {bad} fails its CRC check)")
+    ckpt = _load_weights_only(p, p)
+    if not isinstance(ckpt.get("state_dict"), Mapping):
+        raise QuartetError(f"ckpt_path={p}: not a Lightning checkpoint (no state_dict)")
+    check_checkpoint_module(p, ckpt, module_target)
+    return ckpt
+
+
+def _load_weights_only(file: Path, ckpt_path: Path) -> dict[str, Any]:
+    """``torch.load(file, weights_only=True)`` (memory-mapped); every failure, a pickle payload
+    included, is a ``QuartetError`` naming ``ckpt_path`` (and ``file`` when it is a part of it)."""
+    where = str(ckpt_path) if file == ckpt_path else f"{ckpt_path} ({file.name})"
     try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+        ckpt = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         if "weights only" in str(e).lower():
             raise QuartetError(
-                f"ckpt_path={p}: the checkpoint holds objects that weights_only loading refuses "
+                f"ckpt_path={where}: the checkpoint holds objects that weights_only loading refuses "
                 f"({first_line(e)})"
             ) from None
-        raise QuartetError(f"ckpt_path={p}: corrupt checkpoint ({first_line(e)})") from None
+        raise QuartetError(f"ckpt_path={where}: corrupt checkpoint ({first_line(e)})") from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise QuartetError(f"ckpt_path={p}: corrupt or truncated checkpoint ({first_line(e)})") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), Mapping):
-        raise QuartetError(f"ckpt_path={p}: not a Lightning checkpoint (no state_dict)")
+        raise QuartetError(f"ckpt_path={where}: corrupt or truncated checkpoint ({first_line(e)})") from None
+    if not isinstance(ckpt, dict):
+        raise QuartetError(f"ckpt_path={where}: not a Lightning checkpoint (no state_dict)")
     return ckpt
+
+
+def check_checkpoint_module(ckpt_path: Path, ckpt: Mapping[str, Any], module_target: str | None) -> None:
+    """Raise ``QuartetError`` when the checkpoint was written by another LightningModule class than
+    ``module_target`` (``cfg.module._target_``): its weights and state would not load (a CaPO
+    checkpoint holds a reference copy an SFT module has no place for). Classes are compared by name, so
+    a module moved to another package still matches; checkpoints without the record pass."""
+    saved = ckpt.get(MODULE_KEY)
+    if not isinstance(saved, str) or not module_target:
+        return
+    name, wanted = saved.rsplit(".", 1)[-1], str(module_target).rsplit(".", 1)[-1]
+    if name != wanted:
+        raise QuartetError(
+            f"ckpt_path={ckpt_path}: a checkpoint of {name} ({saved}), but this run's module is {wanted} "
+            f"({module_target}); a checkpoint resumes only the module that wrote it: choose that module, "
+            "or start from its weights with model=hf model.pretrained=<its run>/hf_model"
+        )
 
 
 def _check_sharded_folder(p: Path) -> None:

@@ -17,9 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from jinja2.exceptions import TemplateError
+from jinja2.exceptions import SecurityError, TemplateError
 
 from algorithms.logprobs import IGNORE_INDEX
+from inference.chat import unsafe_template_error
 from utils.errors import DataError
 
 TurnPolicy = Literal["all", "last"]
@@ -55,6 +56,9 @@ def trainable_char_spans(
         )
     try:
         return _spans(tokenizer, messages, policy, location)
+    except SecurityError as e:
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise DataError(f"{location}: {unsafe_template_error(name, e)}") from None
     except TemplateError as e:  # e.g. Mistral and Gemma templates raise on a system turn
         roles = "/".join(m["role"] for m in messages)
         raise DataError(f"{location}: the chat template rejects this conversation ({roles}): {e}") from None

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2.exceptions import TemplateError
+from jinja2.exceptions import SecurityError, TemplateError
 
 from inference.backends.base import Message, Prompt, is_chat_prompt, validate_messages
-from utils.errors import QuartetError
+from utils.errors import DataError, QuartetError, first_line
 
 
 class ChatTemplateMissingError(QuartetError, ValueError):
@@ -49,6 +49,8 @@ def apply_chat_template(tokenizer: Any, messages: Sequence[Message]) -> str:
         )
     try:
         text = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+    except SecurityError as e:
+        raise unsafe_template_error(_template_name(tokenizer), e) from None
     except TemplateError as e:  # e.g. model.chat_template calls raise_exception(...)
         roles = [m["role"] for m in messages]
         raise ChatTemplateRoleError(
@@ -57,6 +59,15 @@ def apply_chat_template(tokenizer: Any, messages: Sequence[Message]) -> str:
     if not isinstance(text, str):
         raise TypeError("apply_chat_template(tokenize=False) did not return a string")
     return text
+
+
+def unsafe_template_error(name: str, e: SecurityError) -> DataError:
+    """A template that reaches outside Jinja's sandbox (transformers renders templates sandboxed, which
+    stops it): one ``DataError`` line naming the template, not a traceback."""
+    return DataError(
+        f"the chat template of '{name}' tries to leave Jinja's sandbox and was stopped ({first_line(e)}); "
+        "fix model.chat_template or the tokenizer's chat_template"
+    )
 
 
 class ChatTemplateRoleError(QuartetError, ValueError):
@@ -121,6 +132,8 @@ def render_next_turn(tokenizer: Any, history: Sequence[Message], role: str) -> s
     messages = [*(dict(m) for m in history), {"role": role, "content": TURN_PLACEHOLDER}]
     try:
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
+    except SecurityError as e:
+        raise unsafe_template_error(_template_name(tokenizer), e) from None
     except Exception as e:  # noqa: BLE001 - jinja2's TemplateError or whatever the template raises
         raise ChatTemplateRoleError(
             f"the chat template of '{_template_name(tokenizer)}' cannot render a '{role}' turn after "

@@ -299,6 +299,7 @@ class CaPOModule(CausalLMModule):
 
     # ---- checkpoints: the precomputed reference and the epoch's tally travel with them -----------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         state = self.precomputed.state_dict()
         if state is not None:
             checkpoint[CKPT_KEY] = state

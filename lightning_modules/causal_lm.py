@@ -71,6 +71,32 @@ def write_hf_folder(
     return out
 
 
+def write_hf_folder_atomic(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], tokenizer: Any, out_dir: str | Path
+) -> Path:
+    """:func:`write_hf_folder` into a temporary sibling of ``out_dir``, then renamed into place
+    (``utils.atomic.replace_folder``): a kill or an error mid-export never leaves a partial
+    ``hf_model/`` that looks like a model (a leftover temporary folder is removed at the next start)."""
+    import shutil
+
+    from utils.atomic import replace_folder
+    from utils.temp_files import temp_path_beside
+
+    out = Path(out_dir)
+    tmp = temp_path_beside(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        write_hf_folder(model, state, tokenizer, tmp)
+        replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+#: the checkpoint key naming the class that wrote it (checked at start-up by checkpoints/preload_check.py)
+MODULE_KEY = "quartet_module"
+
+
 class CausalLMModule(L.LightningModule):
     def __init__(
         self,
@@ -100,6 +126,11 @@ class CausalLMModule(L.LightningModule):
         self.model_cfg, self.optimizer_cfg, self.scheduler_cfg = model, optimizer, scheduler
         self.model: torch.nn.Module | None = None
         self.tokenizer: Any = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Record which module wrote the checkpoint: a resume into another module is refused at
+        start-up (``checkpoint_check.check_checkpoint_module``), not deep in ``fit``."""
+        checkpoint[MODULE_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     # ---- model -------------------------------------------------------------------------------
     def configure_model(self) -> None:
@@ -171,7 +202,7 @@ class CausalLMModule(L.LightningModule):
         state = self._full_state_dict(model)
         if self.global_rank != 0:
             return None
-        return write_hf_folder(model, state, self.tokenizer, out_dir)
+        return write_hf_folder_atomic(model, state, self.tokenizer, out_dir)
 
     def _full_state_dict(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if getattr(self, "_device_mesh", None) is None:

@@ -119,12 +119,14 @@ def run(cfg: DictConfig) -> dict[str, float]:
     from hydra.utils import instantiate
 
     from callbacks.eval_progress import QuestionProgress
+    from callbacks.preemption import PredictInterrupt
     from evaluation.reasoning.evaluator import flat_metrics, print_results_table, write_results
     from inference.backends.openai_http import OpenAIHTTPError
     from inference.chat import ChatTemplateMissingError
     from lightning_modules.reasoning_predict import ReasoningEvalModule
     from utils.errors import QuartetError
     from utils.rich_config import print_and_save_config
+    from utils.stop_signals import StopSignals
 
     validate_eval_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
@@ -143,11 +145,15 @@ def run(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("print_config", True) and is_rank_zero():
         keys = [k for k in cfg if k != "model" or cfg.backend.name == "hf"]
         print_and_save_config(OmegaConf.masked_copy(cfg, keys), output_dir / "config_tree.log")
-    callbacks = [QuestionProgress()] if cfg.get("progress", True) else []
+    signals = StopSignals()
+    cached = f"the generations so far are cached in {cfg.cache_dir}; " if cfg.get("cache_dir") else ""
+    stop = PredictInterrupt(signals, f"{cached}rerun the same command to continue")
+    callbacks = [QuestionProgress(), stop] if cfg.get("progress", True) else [stop]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=False)
     log.info("evaluating %s on %d questions (output: %s)", spec.methods, len(datamodule.records), output_dir)
     try:
-        trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        with signals.installed():
+            trainer.predict(module, datamodule=datamodule, return_predictions=False)
     except (ChatTemplateMissingError, OpenAIHTTPError) as e:
         raise QuartetError(str(e)) from None
     results = module.results

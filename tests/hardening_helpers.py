@@ -102,3 +102,58 @@ class StallLastCheckpointSave(L.Callback):
             raise RuntimeError("StallLastCheckpointSave: the process was not killed")
 
         torch.save = stalling_save
+
+
+class StallInPhase(L.Callback):
+    """Stalls a run in one phase until the test has sent its signal, then counts how far it gets.
+
+    ``phase``: ``fit_val`` (the validation inside fit, after ``step`` steps), ``after_fit_val`` (the
+    validation after fit, ``validate_after_fit=true``) or ``export`` (inside the ``hf_model/`` export,
+    once the weights are written). At the first batch of that phase (in the export: before the tokenizer
+    is saved) it creates ``marker`` and waits until ``<marker>.go`` exists (the test creates it after
+    sending the signal); each later validation batch that starts appends a line to ``<marker>.after``."""
+
+    def __init__(self, phase: str, marker: str, step: int = 0, wait_s: float = 120):
+        self.phase, self.marker, self.step, self.wait_s = phase, Path(marker), step, wait_s
+        self.go = Path(f"{marker}.go")
+        self.after = Path(f"{marker}.after")
+
+    def _stall(self) -> None:
+        self.marker.touch()
+        deadline = time.monotonic() + self.wait_s
+        while not self.go.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def on_validation_batch_start(self, trainer: L.Trainer, *args: object, **kwargs: object) -> None:
+        fitting = trainer.state.fn == "fit"
+        phase = "fit_val" if fitting else "after_fit_val"
+        if phase != self.phase or trainer.sanity_checking or (fitting and trainer.global_step < self.step):
+            return
+        if self.marker.exists():
+            with self.after.open("a") as f:
+                f.write(f"{trainer.global_step}\n")
+        else:
+            self._stall()
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.phase != "export":
+            return
+        tokenizer = pl_module.tokenizer
+        real_save = tokenizer.save_pretrained
+
+        def stalled_save(*a: object, **k: object) -> object:
+            self._stall()
+            return real_save(*a, **k)
+
+        tokenizer.save_pretrained = stalled_save
+
+
+def run_train_script(args: list[str]) -> None:
+    """``python train.py args`` in this process: the callable of a submitit job in the tests (pickled by
+    reference, so the job process imports it from here)."""
+    import runpy
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    sys.argv = [str(root / "train.py"), *args]
+    runpy.run_path(str(root / "train.py"), run_name="__main__")

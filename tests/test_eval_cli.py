@@ -203,3 +203,40 @@ def test_evaluate_through_an_openai_compatible_server(tmp_path, monkeypatch, cap
         and len(err) == 1
         and err[0].startswith("error: cannot reach http://127.0.0.1:9/v1")
     )
+
+
+def test_a_stop_signal_ends_the_evaluation_at_the_next_batch_with_exit_143(
+    tmp_path, tiny_hf_dir, monkeypatch
+):
+    """Issue 21: SIGTERM under ``trainer.predict`` ran the evaluation to its end and exited 0. Now it
+    stops after the batch it lands in (the generations so far cached) with ``TrainingInterrupted``."""
+    import os
+    import signal
+
+    from eval import evaluate
+    from lightning_modules.reasoning_predict import ReasoningEvalModule
+    from utils.errors import TrainingInterrupted
+
+    real_step, started = ReasoningEvalModule.predict_step, []
+
+    def step(self, batch, batch_idx):
+        started.append(batch_idx)
+        if batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # lands in the second of five batches
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(ReasoningEvalModule, "predict_step", step)
+    cfg = compose_cfg(
+        [*SMALL, "model=hf", f"model.pretrained={tiny_hf_dir}", "data.batch_size=1"],
+        tmp_path,
+        config_name="eval",
+    )
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        evaluate(cfg)
+    assert stopped.value.exit_code == 143 and started == [0, 1]
+    assert str(stopped.value) == (
+        f"evaluation interrupted by SIGTERM after 2 batch(es); the generations so far are cached in "
+        f"{tmp_path / 'cache'}; rerun the same command to continue"
+    )
+    assert not (tmp_path / "results.json").exists() and signal.getsignal(signal.SIGTERM) == handler

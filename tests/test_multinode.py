@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import ROOT, TWO_PROCESS_JOB, assert_bitwise_equal, crash_at, load_weights, run_script
 
@@ -188,3 +189,76 @@ def test_submitit_local_sweep_runs_two_jobs(tmp_path):
         assert s["global_step"] == steps and s["status"] == "finished"
         assert f"trainer.max_steps={steps}" in (sweep / str(job) / ".hydra" / "overrides.yaml").read_text()
     assert len(list((sweep / ".submitit").glob("*/*_result.pkl"))) == 2  # both ran as submitit jobs
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.slow
+def test_a_submitit_sweep_job_saves_and_requeues_before_its_time_limit_like_a_single_job(tmp_path):
+    """A ``-m hydra/launcher=slurm`` job runs inside submitit's job process (``submitit.core._submit``,
+    here through the stand-in srun), which installs its own handler on its signal (SIGUSR2, the one its
+    ``--signal=USR2@120`` makes SLURM send) before Lightning's, which listened on SIGUSR1: the job ended
+    without a checkpoint. Now Lightning's requeue handler gets the signal: it saves ``hpc_ckpt_1.ckpt``
+    and calls ``scontrol requeue <job id>``; SLURM's SIGTERM ends the job (exit 143, interrupted). The
+    requeued job reruns the same command with the same job id in the same folder, where Lightning
+    resumes from the HPC checkpoint as for an sbatch job (not rerun here: one more process start)."""
+    import signal
+    import time
+
+    import submitit
+
+    from tests.hardening_helpers import run_train_script
+
+    folder, run, mark, requeues = (
+        tmp_path / "submitit",
+        tmp_path / "run",
+        tmp_path / "started",
+        tmp_path / "requeues",
+    )
+    folder.mkdir()
+    steps = 12
+    job = [a for a in JOB if not a.startswith("trainer.max_steps=")]
+    args = [*job, f"trainer.max_steps={steps}", "trainer.max_epochs=100", f"hydra.run.dir={run}"]
+    args += ["+callbacks.mark._target_=tests.hardening_helpers.TouchAtStep", "+callbacks.mark.step=2"]
+    args += [f"+callbacks.mark.path={mark}", "+callbacks.mark.sleep=0.3"]
+    submitit.helpers.DelayedSubmission(run_train_script, args).dump(folder / "4242_submitted.pkl")
+    env = _clean_env(
+        PATH=f"{ROOT / 'tests' / 'fake_slurm'}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(ROOT),
+        SUBMITIT_EXECUTOR="slurm",
+        SLURM_JOB_ID="4242",
+        SLURM_JOB_NAME="quartet-sweep",
+        SLURM_NNODES="1",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_NODELIST="127.0.0.1",
+        FAKE_SCONTROL_LOG=str(requeues),
+    )
+    cmd = ["bash", str(ROOT / "tests" / "fake_slurm" / "srun"), sys.executable, "-m", "submitit.core._submit"]
+    log = tmp_path / "job.log"
+    with log.open("w") as out:
+        srun = subprocess.Popen([*cmd, str(folder)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while not mark.exists():
+        assert srun.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    (task,) = _children(srun.pid)
+    os.kill(task, signal.SIGUSR2)  # SLURM's warning before the time limit (submitit: --signal=USR2@120)
+    while not requeues.exists():
+        assert srun.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.05)
+    os.kill(task, signal.SIGTERM)  # what `scontrol requeue` does to the running job
+    assert srun.wait(timeout=300) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    assert requeues.read_text() == "requeue 4242\n"
+    saved = torch.load(run / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert 2 <= saved < steps and _summary(run)["status"] == "interrupted"

@@ -11,10 +11,12 @@ Case families (see ``CASES``):
   required stage key;
 - models: a missing model folder, a run folder given as a model folder;
 - checkpoints: missing, empty, truncated, overwritten bytes, a folder that is no checkpoint, a sharded
-  checkpoint with a truncated shard or an unreadable ``.metadata``, a resume into another model shape
-  (by ``resume_dir`` and by ``ckpt_path``);
-- run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder,
-  ``hydra.run.dir`` under a path that is a file;
+  checkpoint with a truncated shard, an unreadable ``.metadata`` or a pickle payload in ``meta.pt``, a
+  resume into another model shape (by ``resume_dir`` and by ``ckpt_path``) or another module (a CaPO
+  checkpoint given to an SFT run), an HF folder whose ``pytorch_model.bin`` holds a pickle payload;
+- run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder or
+  a run folder of another entry point (an eval folder to train.py, a train folder to eval.py and
+  generate.py), ``hydra.run.dir`` under a path that is a file;
 - issue 21: names from the config that would become paths (``task.model_id`` with ``..``, an absolute
   path, ``..`` alone or empty; ``backend.model``/``judge.model`` of ``..``; ``run_name`` and
   ``stage.name`` with slashes), a module fed another kind of batch (SFT on preference pairs, CaPO on
@@ -22,7 +24,8 @@ Case families (see ``CASES``):
   checkpoint interval with ``seed=-1`` (both listed in one line), a judge's ``top_p=2`` (before any
   answer is generated), an MT-Bench ``question_id`` list, a NaN gold answer, a glob matching nothing.
 
-61 cases: train.py 43 (SFT 31, CaPO 4, Top-P MoE 4, RLMEC 4), eval.py 13, generate.py 5.
+67 cases: train.py 47 (SFT 35, CaPO 4, Top-P MoE 4, RLMEC 4), eval.py 14, generate.py 6; plus the environment tests
+below (a read-only run folder, a full disk three ways, a chat template leaving the sandbox).
 
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
 ``python train.py ...`` runs them), so the corpus costs one import of Lightning, not one per case.
@@ -31,6 +34,7 @@ The finished runs (SFT, CaPO, Top-P MoE, RLMEC: two steps each) are made once pe
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -42,6 +46,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 import eval as eval_entry
 import generate as generate_entry
@@ -124,12 +129,24 @@ CASES: list[Case] = [
     case("resume-dir-other-shape", "train", "sft", ["resume_dir={run}", "model.hidden_size=32", "trainer.max_steps=4"],
          "model.model.embed_tokens.weight is [{vocab}, 64] in the checkpoint but [{vocab}, 32] in the model "
          "(config changed since the checkpoint: model.hidden_size: 64 -> 32)"),
+    case("ckpt-of-another-module", "train", "sft", [*SFT, *TINY, "ckpt_path={capo}/checkpoints/last.ckpt"],
+         "a checkpoint of CaPOModule (lightning_modules.capo.CaPOModule), but this run's module is SFTModule"),
+    case("ckpt-sharded-meta-pickle", "train", "sft", [*SFT, "ckpt_path={files}/sharded_pickle"],
+         "sharded_pickle (meta.pt): the checkpoint holds objects that weights_only loading refuses"),
+    case("hf-bin-pickle", "train", "sft", [*SFT, "model=hf", "model.pretrained={files}/pickled_hf"],
+         "pickled_hf: pytorch_model.bin holds objects that weights_only loading refuses"),
     case("ckpt-path-other-shape", "train", "sft", [*SFT, "ckpt_path={run}/checkpoints/last.ckpt", "model.num_layers=3"],
          "model.model.layers.2.self_attn.q_proj.weight is in the model but not in the checkpoint "
          "(config changed since the checkpoint: model.num_layers: 2 -> 3)"),
     # --- train.py, run folders -------------------------------------------------------------------
     case("finished-folder-reused", "train", "sft", [*SFT, "data.path={chat}"], "already holds a finished run (summary.json)"),
     case("resume-dir-not-a-run", "train", "sft", ["resume_dir={files}"], "not a Quartet run folder"),
+    case("resume-dir-eval-folder-to-train", "train", "sft", ["resume_dir={files}/eval_run"],
+         "eval_run: a run folder of eval.py (its config has 'task'); train.py can't continue it"),
+    case("resume-dir-train-folder-to-eval", "eval", "sft", [*EVAL, "resume_dir={run}"],
+         "a run folder of train.py (its config has 'module'); eval.py can't continue it"),
+    case("resume-dir-train-folder-to-generate", "generate", "sft", ["resume_dir={run}"],
+         "a run folder of train.py (its config has 'module'); generate.py can't continue it"),
     case("resume-dir-group-change", "train", "sft", ["resume_dir={run}", "trainer=ddp"],
          "config groups can't change on resume_dir"),
     case("run-dir-under-a-file", "train", "sft", [*SFT, "hydra.run.dir={run}/summary.json/again"],
@@ -370,11 +387,44 @@ def runs(tmp_path_factory, files, tokenizer) -> dict[str, Path]:
     return out
 
 
+class _Payload:
+    """Pickles as a call of ``print``: a stand-in for code a pickle would run (weights_only refuses it)."""
+
+    def __reduce__(self):
+        return (print, ("the payload ran",))
+
+
 @pytest.fixture(scope="module")
-def protected(runs, files) -> dict[str, dict[str, str]]:
-    """sha256 of every file of each finished run (and of the cut-short copy), as first written."""
+def checkpoint_and_folder_files(runs, files) -> Path:
+    """Issue 21: a sharded checkpoint whose ``meta.pt`` holds a pickle payload, an HF folder whose
+    ``pytorch_model.bin`` does, and a finished eval.py run folder (its saved config and results)."""
+    import torch.distributed.checkpoint as dcp
+
+    from tests.helpers import compose_cfg
+
+    sharded = files / "sharded_pickle"
+    dcp.save({"state_dict": {"w": torch.zeros(4)}}, checkpoint_id=str(sharded), no_dist=True)
+    torch.save({"epoch": 0, "payload": _Payload()}, sharded / "meta.pt")
+    pickled = files / "pickled_hf"
+    pickled.mkdir()
+    for f in (runs["sft"] / "hf_model").iterdir():
+        if f.suffix != ".safetensors":
+            (pickled / f.name).write_bytes(f.read_bytes())
+    torch.save({"lm_head.weight": _Payload()}, pickled / "pytorch_model.bin")
+    eval_run = files / "eval_run"
+    (eval_run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(compose_cfg(["task=reasoning"], eval_run, "eval"), eval_run / ".hydra" / "config.yaml")
+    (eval_run / "results.json").write_text('{"accuracy": 0.5}\n')
+    return files
+
+
+@pytest.fixture(scope="module")
+def protected(runs, files, checkpoint_and_folder_files) -> dict[str, dict[str, str]]:
+    """sha256 of every file of each finished run (and of the cut-short copy and the eval run), as first
+    written."""
     return {
         "cut_run": snapshot(files / "cut_run"),
+        "eval_run": snapshot(files / "eval_run"),
         **{name: snapshot(folder) for name, folder in runs.items()},
     }
 
@@ -389,13 +439,14 @@ def test_bad_input_is_one_error_line_exit_2_and_leaves_earlier_outputs_intact(
         "run": run,
         "files": files,
         "sft": runs["sft"],
+        "capo": runs["capo"],
         "chat": base / "chat.jsonl",
         "pairs": base / "pairs.jsonl",
     }
     argv = [a.format(**names) for a in c.argv]
     if not any(a.startswith(("hydra.run.dir=", "resume_dir=")) for a in argv):
         argv.append(f"hydra.run.dir={run}")
-    watched = {c.run: run, "cut_run": files / "cut_run"}
+    watched = {c.run: run, "cut_run": files / "cut_run", "eval_run": files / "eval_run"}
     before = {name: snapshot(folder) for name, folder in watched.items()}
     around = (files.parent, (files, base))  # a file written outside the run folder shows here
     everywhere = file_paths(*around)
@@ -429,3 +480,127 @@ def test_the_corpus_has_at_least_30_cases_over_every_entry_point_and_module():
     assert {c.entry for c in CASES} == {"train", "eval", "generate"}
     assert {c.run for c in CASES} == {"sft", "capo", "moe", "rlmec"}
     print(f"bad-input corpus: {len(CASES)} cases")
+
+
+# ---- the environment (issue 21): a read-only run folder, a full disk, an unsafe chat template -----------
+def _one_error_line(result: Outcome, code: int) -> str:
+    errors = [ln for ln in result.err.splitlines() if ln.startswith("error:")]
+    assert result.code == code, (result.code, result.err[-3000:])
+    assert len(errors) == 1, result.err[-3000:]
+    assert "Traceback" not in result.err + result.out and "hint:" not in result.err
+    return errors[0]
+
+
+def _outside(folder: Path, inside: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(folder).items() if not (folder / k).is_relative_to(inside)}
+
+
+def test_a_read_only_run_folder_is_one_error_line_and_nothing_is_written(tmp_path, runs, capfd, monkeypatch):
+    """Fault injection (the tests run as root, whom permissions don't stop): every open for writing
+    under the folder fails as on a read-only mount. Before the check, Hydra's log handler failed first,
+    with a traceback."""
+    import builtins
+    import errno
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    real_open, real_os_open = builtins.open, os.open
+
+    def refuse(path: object) -> None:
+        if Path(os.fspath(path)).absolute().is_relative_to(folder):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(path))
+
+    def ro_open(file, mode="r", *a, **k):
+        if isinstance(file, (str, os.PathLike)) and any(m in mode for m in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *a, **k)
+
+    def ro_os_open(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", ro_open)
+    monkeypatch.setattr(os, "open", ro_os_open)
+    chat = runs["sft"].parent / "chat.jsonl"
+    result = invoke("train", [*SFT, f"data.path={chat}", f"hydra.run.dir={folder}"], capfd)
+    monkeypatch.undo()
+    error = _one_error_line(result, 2)
+    assert f"hydra.run.dir={folder}: can't write the run folder (Read-only file system: {folder}" in error
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("fault", ["zip-writer", "enospc-checkpoint", "enospc-summary"])
+def test_a_full_disk_is_one_error_line_naming_the_folder_and_earlier_checkpoints_survive(
+    fault, tmp_path, runs, capfd, monkeypatch
+):
+    """Fault injection: the disk fills up at the step-2 checkpoint (torch's zip writer fails, or the
+    write gets ENOSPC), or at summary.json. The step-1 checkpoints stay byte-identical."""
+    import errno
+
+    import utils.atomic
+
+    run = tmp_path / "run"
+    ckpts = run / "checkpoints"
+    before: dict[str, dict[str, str]] = {}
+    real_save, real_write = torch.save, utils.atomic.write_text_atomic
+    calls = []
+
+    def full_disk_save(obj, f, *a, **k):
+        calls.append(1)
+        if len(calls) < 3:  # step 1: step000001.ckpt and last.ckpt
+            return real_save(obj, f, *a, **k)
+        before["ckpts"] = {k: v for k, v in snapshot(ckpts).items() if ".tmp-" not in k}  # ours
+        f.write(b"PK\x03\x04 half a checkpoint")
+        if fault == "zip-writer":
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file "
+                "data/3: file write failed"
+            )
+        raise OSError(errno.ENOSPC, "No space left on device", f.name)
+
+    def full_disk_write(path, text):
+        if Path(path).name == "summary.json":
+            before["ckpts"] = snapshot(ckpts)
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(path, text)
+
+    if fault == "enospc-summary":
+        monkeypatch.setattr(utils.atomic, "write_text_atomic", full_disk_write)
+    else:
+        monkeypatch.setattr(torch, "save", full_disk_save)
+    chat = runs["sft"].parent / "chat.jsonl"
+    outside = _outside(tmp_path, run)
+    argv = [*SFT, f"data.path={chat}", "callbacks.model_checkpoint.every_n_train_steps=1", "export=false"]
+    result = invoke("train", [*argv, f"hydra.run.dir={run}"], capfd)
+    monkeypatch.undo()
+
+    error = _one_error_line(result, 1)
+    name = "summary.json" if fault == "enospc-summary" else "step000002.ckpt"
+    assert f"error: can't write {run if name == 'summary.json' else ckpts}/{name}: " in error
+    why = "the write failed, most likely a full disk" if fault == "zip-writer" else "no space left on device"
+    assert why in error and f"free space in {run if name == 'summary.json' else ckpts} " in error
+    assert snapshot(ckpts) == before["ckpts"] and "last.ckpt" in before["ckpts"]  # nothing half-written
+    assert _outside(tmp_path, run) == outside and not (run / ".lock").exists()
+
+
+def test_a_chat_template_that_leaves_the_sandbox_is_one_data_error_naming_it(runs, capfd, tokenizer):
+    from inference.chat import apply_chat_template, render_next_turn
+    from utils.errors import DataError
+
+    template = "'{{ x.__class__.__mro__ }}{% for m in messages %}{{ m.content }}{% endfor %}'"
+    unsafe = copy.deepcopy(tokenizer)
+    unsafe.chat_template = template.strip("'")
+    for render in (lambda: apply_chat_template(unsafe, [{"role": "user", "content": "hi"}]),
+                   lambda: render_next_turn(unsafe, [{"role": "user", "content": "hi"}], "user")):  # fmt: skip
+        with pytest.raises(
+            DataError, match=r"the chat template of '.*tokenizer' tries to leave Jinja's sandbox"
+        ):
+            render()  # the generation paths (eval.py, generate.py): was a SecurityError traceback
+    run = runs["capo"]
+    before = snapshot(run)
+    result = invoke("train", [*CAPO, f"model.chat_template={template}", f"hydra.run.dir={run}"], capfd)
+    error = _one_error_line(result, 2)
+    assert "pairs.jsonl:1: the chat template of '" in error
+    assert "tries to leave Jinja's sandbox and was stopped (SecurityError: access to attribute" in error
+    assert {k: snapshot(run).get(k) for k in before} == before

@@ -279,3 +279,103 @@ def test_sigterm_then_resume_dir_is_bitwise_exact(tmp_path: Path, suite: Suite, 
     assert finish(resume, run_dir) == 0, read_err(run_dir)
     assert_resumed_like_reference(run_dir, reference)
     assert (run_dir / ".hydra" / "config.yaml").read_text() == saved_config  # what resume_dir reads
+
+
+# ---- every phase honours the signal contract (issue 21) ---------------------------------------------
+PHASE_STEPS = 4
+
+
+def phase_args(suite: Suite, run_dir: Path, marker: Path, phase: str, *extra: str) -> list[str]:
+    """SFT with 5 validation batches of 1 conversation, a validation every 2 steps, the export on, and
+    a ``StallInPhase`` that holds the run in ``phase`` until the test has signalled it."""
+    replaced = ("trainer.max_steps=", "trainer.limit_val_batches=", "export=", "data.val_fraction=")
+    base = [a for a in suite.args("sft", run_dir) if not a.startswith(replaced)]
+    return [
+        *base,
+        f"trainer.max_steps={PHASE_STEPS}",
+        "trainer.limit_val_batches=5",
+        "trainer.val_check_interval=2",
+        "data.val_fraction=0.25",
+        "data.eval_batch_size=1",
+        "export=true",
+        "+callbacks.stall._target_=tests.hardening_helpers.StallInPhase",
+        f"+callbacks.stall.phase={phase}",
+        f"+callbacks.stall.marker={marker}",
+        *extra,
+    ]
+
+
+def signal_in_phase(args: list[str], run_dir: Path, marker: Path, signum: int) -> int:
+    """Start train.py, wait until it stalls in its phase (``marker``), send ``signum``, let it go on."""
+    proc = start_script("train.py", args, log_prefix(run_dir))
+    wait_until(proc, marker.exists, f"the stall at {marker.name}", run_dir)
+    os.kill(proc.pid, signum)
+    Path(f"{marker}.go").touch()
+    return proc.wait(TIMEOUT_S)
+
+
+def one_error_line(run_dir: Path) -> str:
+    err = read_err(run_dir)
+    errors = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def test_sigterm_in_the_validation_after_fit_stops_at_the_next_batch_and_exits_143(
+    tmp_path: Path, suite: Suite
+):
+    run_dir, marker = tmp_path / "run", tmp_path / "stall"
+    args = phase_args(suite, run_dir, marker, "after_fit_val", "validate_after_fit=true")
+    assert signal_in_phase(args, run_dir, marker, signal.SIGTERM) == 128 + signal.SIGTERM, read_err(run_dir)
+    assert not Path(f"{marker}.after").exists()  # no validation batch started after the signalled one
+    error = one_error_line(run_dir)
+    assert "interrupted by SIGTERM during the validation after fit, after training had finished" in error
+    assert f"holds step {PHASE_STEPS}" in error and f"resume_dir={run_dir}" in error
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["status"] == "interrupted"
+    assert summary["global_step"] == final_state(run_dir)["global_step"] == PHASE_STEPS
+    assert (run_dir / "hf_model" / "config.json").is_file() and not (run_dir / ".lock").exists()
+
+
+def test_sigterm_in_the_validation_inside_fit_saves_that_step_and_resumes_exactly(
+    tmp_path: Path, suite: Suite
+):
+    reference, run_dir, marker = tmp_path / "reference", tmp_path / "run", tmp_path / "stall"
+    assert finish(phase_args(suite, reference, tmp_path / "unused", "none"), reference) == 0, read_err(
+        reference
+    )
+    args = phase_args(suite, run_dir, marker, "fit_val", "+callbacks.stall.step=2")
+    assert signal_in_phase(args, run_dir, marker, signal.SIGTERM) == 128 + signal.SIGTERM, read_err(run_dir)
+    assert not Path(f"{marker}.after").exists()  # stopped at the next batch, not at the end of the pass
+    assert "interrupted by SIGTERM in the validation at step 2; saved" in one_error_line(run_dir)
+    assert final_state(run_dir)["global_step"] == 2
+    assert json.loads((run_dir / "summary.json").read_text())["interrupted"] is True
+
+    assert finish([f"resume_dir={run_dir}", "+callbacks.stall.phase=none"], run_dir) == 0, read_err(run_dir)
+    assert_bitwise(final_state(run_dir), final_state(reference))
+
+
+def test_sigterm_in_the_export_is_one_error_line_and_leaves_no_partial_hf_model(tmp_path: Path, suite: Suite):
+    run_dir, marker = tmp_path / "run", tmp_path / "stall"
+    args = phase_args(suite, run_dir, marker, "export")
+    assert signal_in_phase(args, run_dir, marker, signal.SIGTERM) == 128 + signal.SIGTERM, read_err(run_dir)
+    error = one_error_line(run_dir)
+    assert "the hf_model/ export was interrupted by SIGTERM (nothing written there)" in error
+    assert "consolidate_checkpoint.py" in error
+    assert not (run_dir / "hf_model").exists() and not list(run_dir.glob(".hf_model.tmp-*"))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["hf_model"] is None
+    assert summary["global_step"] == final_state(run_dir)["global_step"] == PHASE_STEPS
+
+
+def test_kill_9_in_the_export_leaves_no_hf_model_and_the_resume_writes_it(tmp_path: Path, suite: Suite):
+    run_dir, marker = tmp_path / "run", tmp_path / "stall"
+    args = phase_args(suite, run_dir, marker, "export")
+    assert signal_in_phase(args, run_dir, marker, signal.SIGKILL) == -signal.SIGKILL
+    partial = list(run_dir.glob(".hf_model.tmp-*"))
+    assert len(partial) == 1 and (partial[0] / "config.json").is_file()  # the weights, no tokenizer yet
+    assert not (run_dir / "hf_model").exists()  # nothing that looks like a model
+
+    assert finish([f"resume_dir={run_dir}", "+callbacks.stall.phase=none"], run_dir) == 0, read_err(run_dir)
+    assert (run_dir / "hf_model" / "tokenizer_config.json").is_file()
+    assert not list(run_dir.glob(".hf_model.tmp-*"))  # the killed run's leftover was removed

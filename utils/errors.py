@@ -56,3 +56,38 @@ class TrainingInterrupted(QuartetError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + int(signum)
+
+
+class WriteError(QuartetError):
+    """A file could not be written: the disk is full, the quota is spent, or the file system is
+    read-only. Not bad input, so the exit status is 1 (``error:`` line, no traceback); files written
+    before are intact (every writer writes a temporary file and renames it)."""
+
+    exit_code = 1
+
+
+#: errno values that mean "this folder can't take more data", whatever was being written.
+WRITE_ERRNOS = {28: "no space left on device", 122: "disk quota exceeded", 30: "read-only file system"}
+#: How torch's zip writer (``torch.save``) reports a failed write: a RuntimeError, no errno.
+ZIP_WRITER_MARKS = ("PytorchStreamWriter failed", "file write failed")
+
+
+def as_write_error(e: BaseException, path: object | None = None) -> WriteError | None:
+    """A ``WriteError`` naming ``path`` (else the file the OS error names) and its folder when ``e`` is
+    a full disk, spent quota or read-only file system (``OSError``), or a failed write of torch's zip
+    writer (``RuntimeError``); ``None`` for anything else."""
+    import os
+
+    if isinstance(e, OSError) and e.errno in WRITE_ERRNOS:
+        why = WRITE_ERRNOS[e.errno]
+    elif isinstance(e, RuntimeError) and any(m in str(e) for m in ZIP_WRITER_MARKS):
+        why = f"the write failed, most likely a full disk ({first_line(e)})"
+    else:
+        return None
+    target = path if path is not None else getattr(e, "filename", None)
+    if target is None:
+        return WriteError(f"can't write: {why}")
+    folder = os.path.dirname(os.path.abspath(os.fspath(target)))
+    return WriteError(
+        f"can't write {target}: {why}; free space in {folder} (files written before are intact)"
+    )

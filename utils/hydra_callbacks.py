@@ -30,6 +30,27 @@ def _check(config: DictConfig, key: str) -> None:
     blocker = blocking_file(folder)
     if blocker is not None:
         exit_with_error(f"{key}={folder}: can't create the run folder: {blocker} is a file, not a folder")
+    problem = not_writable(folder)
+    if problem is not None:
+        exit_with_error(f"{key}={folder}: can't write the run folder ({problem}); choose a writable folder")
+
+
+def not_writable(folder: str | Path) -> str | None:
+    """Why files can't be created in ``folder`` (made if missing, as Hydra would next), or ``None``.
+
+    Tried for real (an unnamed temporary file, ``O_TMPFILE`` where the system has it), so a read-only
+    mount, missing permissions and a full disk all show, for root too; without this check Hydra's log
+    handler fails first with a traceback."""
+    import tempfile
+
+    p = Path(folder).expanduser().absolute()
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as e:
+        return f"{e.strerror or type(e).__name__}: {e.filename or p}"
+    return None
 
 
 def _check_run_name(config: DictConfig) -> None:

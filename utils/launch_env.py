@@ -78,3 +78,26 @@ def check_shared_run_dir(run_dir_raw: str | None, resume_dir: str | None) -> Non
                 + (" (in sbatch: hydra.run.dir=outputs/slurm-$SLURM_JOB_ID)" if launcher == "slurm" else "")
             ]
         )
+
+
+def submitit_requeue_signal() -> int | None:
+    """In a job that submitit started on SLURM (a ``-m hydra/launcher=slurm`` sweep job): the signal
+    SLURM sends before the time limit, submitit's ``--signal=<SIG>@<delay>`` (``SIGUSR2`` unless
+    ``SUBMITIT_PREEMPT_SIGNAL`` says otherwise). Lightning's SLURM requeue must listen on that one, not
+    on its default ``SIGUSR1``. ``None`` outside such a job."""
+    import signal
+
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm":
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def slurm_plugins() -> list:
+    """Trainer plugins for the launch: in a submitit SLURM job, Lightning's ``SLURMEnvironment`` with
+    submitit's signal as its requeue signal (``submitit_requeue_signal``); else none (auto-detected)."""
+    requeue = submitit_requeue_signal()
+    if requeue is None:
+        return []
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(requeue_signal=requeue)] if SLURMEnvironment.detect() else []

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from utils.errors import QuartetError
+from utils.errors import QuartetError, first_line
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name
 RUN_FOLDER_MARKS = (".hydra/config.yaml", "summary.json", "checkpoints")
@@ -43,3 +43,28 @@ def check_model_location(name: str | os.PathLike | None, key: str = "model.pretr
     if path.is_dir() and is_run_folder(path):
         hint = "" if (path / "hf_model").is_dir() else " (this run has none yet: train it with export=true)"
         raise QuartetError(f"{key}={text}: this looks like a run folder; use {path / 'hf_model'}{hint}")
+    if path.is_dir():
+        check_pickled_weights(path, key)
+
+
+def check_pickled_weights(folder: Path, key: str = "model.pretrained") -> None:
+    """Load the ``pytorch_model*.bin`` files transformers would read (a folder without safetensors) as
+    ``weights_only`` does, memory-mapped, so a pickle payload or a corrupt file is one line at start-up
+    naming the file, not a traceback from inside ``from_pretrained``."""
+    if any(folder.glob("*.safetensors")):
+        return  # transformers reads these instead
+    import pickle
+
+    import torch
+
+    for file in sorted(folder.glob("pytorch_model*.bin")):
+        try:
+            torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as e:
+            refused = "weights only" in str(e).lower()
+            what = "holds objects that weights_only loading refuses" if refused else "is corrupt"
+            raise QuartetError(f"{key}={folder}: {file.name} {what} ({first_line(e)})") from None
+        except (RuntimeError, OSError, EOFError, ValueError) as e:
+            raise QuartetError(
+                f"{key}={folder}: {file.name} is corrupt or truncated ({first_line(e)})"
+            ) from None

@@ -31,6 +31,16 @@ CONFIG_GROUPS = (
 )
 
 
+# The key only one entry point's config has: what kind of run a saved config belongs to.
+KIND_KEYS = {"train": "module", "eval": "task", "generate": "stage"}
+
+
+def run_kind(cfg: DictConfig) -> str | None:
+    """``train``, ``eval`` or ``generate``: the entry point whose config ``cfg`` is (None if unclear)."""
+    kinds = [kind for kind, key in KIND_KEYS.items() if cfg.get(key) is not None]
+    return kinds[0] if len(kinds) == 1 else None
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
     """``None`` → fresh start; ``last`` → ``<run>/checkpoints/last.ckpt`` (fresh start with a message
     when the folder has none yet); anything else must be an existing file or sharded-checkpoint folder."""
@@ -58,6 +68,13 @@ def load_resume_config(cfg: DictConfig, task_overrides: list[str]) -> DictConfig
     if not saved_path.is_file():
         raise QuartetError(f"resume_dir={resume_dir}: not a Quartet run folder (no .hydra/config.yaml)")
     saved = OmegaConf.load(saved_path)
+    kind, wanted = run_kind(saved), run_kind(cfg)
+    if kind is not None and wanted is not None and kind != wanted:
+        raise QuartetError(
+            f"resume_dir={resume_dir}: a run folder of {kind}.py (its config has {KIND_KEYS[kind]!r}); "
+            f"{wanted}.py can't continue it: resume it with `python {kind}.py resume_dir={resume_dir}`, "
+            f"or give {wanted}.py a {wanted}.py run folder"
+        )
     plain = []
     for o in task_overrides:
         key = o.split("=", 1)[0].lstrip("+~")
