@@ -9,10 +9,14 @@ TEST_WORKERS ?= 2
 
 .PHONY: venv train test lint format bench tokenizer data clean-outputs real-model venv-vllm test-vllm
 
-$(VENV)/.installed: requirements.txt requirements-realmodel.txt
+# The project itself goes in editable (pyproject.toml): its packages import from any folder (bench/ and
+# scripts/ need no sys.path edits) and quartet-train/-eval/-generate are on the venv's PATH. setuptools is
+# pinned in requirements.txt, so the build needs no download (--no-build-isolation).
+$(VENV)/.installed: requirements.txt requirements-realmodel.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-realmodel.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 venv: $(VENV)/.installed

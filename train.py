@@ -80,7 +80,7 @@ def _fit(
     from callbacks.hf_export import HFExport
     from callbacks.nonfinite import NonFiniteGuard
     from callbacks.preemption import GracefulInterrupt
-    from callbacks.run_summary import RunSummary, write_summary_json
+    from callbacks.run_summary import RunSummary, closing_line, write_summary_json
     from callbacks.same_run_folder import SameRunFolder
     from utils.errors import NonFiniteLossError, TrainingInterrupted
     from utils.rich_config import print_and_save_config
@@ -108,11 +108,12 @@ def _fit(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[BesideTargetCheckpointIO()]
     )
 
-    def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> None:
-        if trainer.is_global_zero:
-            write_summary_json(
-                cfg, trainer, output_dir, ckpt_path, summary, guard, exporter, status, error, metrics
-            )
+    def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> dict[str, Any] | None:
+        if not trainer.is_global_zero:
+            return None
+        return write_summary_json(
+            cfg, trainer, output_dir, ckpt_path, summary, guard, exporter, status, error, metrics
+        )
 
     log.info("training %s on %s (output: %s)", cfg.module._target_, cfg.data._target_, output_dir)
     try:
@@ -131,9 +132,11 @@ def _fit(
     if cfg.get("validate_after_fit") and not trainer.interrupted:
         for result in trainer.validate(module, datamodule=datamodule, verbose=False):
             metrics.update({k: float(v) for k, v in result.items()})
-    write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
+    record = write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
     if trainer.interrupted:
         log.warning("training was interrupted; resume with ckpt_path=last or resume_dir=%s", output_dir)
+    if record is not None:
+        log.info(closing_line(record))  # where everything is, the loss, the time
     return metrics
 
 
@@ -141,10 +144,17 @@ def _metrics(trainer: Any) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+# An absolute conf/ beside this file: the console script imports this module (Hydra would otherwise look
+# for a python package `conf`), `python train.py` runs it as a file.
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return run_main(cfg, train)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``quartet-train`` console script (``pip install -e .``): the same as ``python train.py``."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()
