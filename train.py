@@ -35,6 +35,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from callbacks.experiment_loggers import finish_wandb_run
     from lightning_modules.checkpoint_check import check_checkpoint_file, check_checkpoint_fits
     from utils.config_validation import validate_train_config
     from utils.launch_env import is_rank_zero
@@ -60,7 +61,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     module = instantiate(cfg.module)
     with RunFolderLock(output_dir, enabled=rank0):
-        return _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
+        finished = False
+        try:
+            metrics = _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
+            finished = True
+            return metrics
+        finally:
+            finish_wandb_run(0 if finished else 1)  # logger=wandb: one W&B run per train(cfg)
 
 
 def _fit(
