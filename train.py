@@ -36,6 +36,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from hydra.utils import instantiate
 
     from callbacks.experiment_loggers import finish_wandb_run
+    from callbacks.run_summary import closing_line
     from lightning_modules.checkpoint_check import check_checkpoint_file, check_checkpoint_fits
     from utils.config_validation import validate_train_config
     from utils.launch_env import is_rank_zero
@@ -63,11 +64,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     with RunFolderLock(output_dir, enabled=rank0):
         finished = False
         try:
-            metrics = _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
+            metrics, record = _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
             finished = True
-            return metrics
         finally:
             finish_wandb_run(0 if finished else 1)  # logger=wandb: one W&B run per train(cfg)
+    if record is not None:  # rank 0: the last line, after any logger's own closing output
+        log.info(closing_line(record))  # where everything is, the loss, the time
+    return metrics
 
 
 def _fit(
@@ -77,7 +80,8 @@ def _fit(
     output_dir: Path,
     ckpt_path: str | None,
     rank0: bool,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Fit; return the metrics and, on rank 0, the ``summary.json`` record."""
     import lightning as L
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -87,7 +91,7 @@ def _fit(
     from callbacks.hf_export import HFExport
     from callbacks.nonfinite import NonFiniteGuard
     from callbacks.preemption import GracefulInterrupt
-    from callbacks.run_summary import RunSummary, closing_line, write_summary_json
+    from callbacks.run_summary import RunSummary, write_summary_json
     from callbacks.same_run_folder import SameRunFolder
     from utils.errors import NonFiniteLossError, TrainingInterrupted
     from utils.rich_config import print_and_save_config
@@ -142,9 +146,7 @@ def _fit(
     record = write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
     if trainer.interrupted:
         log.warning("training was interrupted; resume with ckpt_path=last or resume_dir=%s", output_dir)
-    if record is not None:
-        log.info(closing_line(record))  # where everything is, the loss, the time
-    return metrics
+    return metrics, record
 
 
 def _metrics(trainer: Any) -> dict[str, float]:
