@@ -57,6 +57,13 @@ def wandb_history(path: Path) -> list[dict]:
     return rows
 
 
+def wandb_state(run_file: Path) -> str:
+    """For a failure message: the run file's size and the end of wandb-core's log."""
+    log = run_file.parent / "logs" / "debug-internal.log"
+    tail = log.read_text()[-1500:] if log.is_file() else "(no debug-internal.log)"
+    return f"{run_file} has {run_file.stat().st_size} bytes; {log.name}:\n{tail}"
+
+
 @pytest.mark.slow
 def test_wandb_offline_and_mlflow_local_log_the_losses_and_no_key(tmp_path, monkeypatch):
     from train import train
@@ -76,7 +83,7 @@ def test_wandb_offline_and_mlflow_local_log_the_losses_and_no_key(tmp_path, monk
     runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1, runs  # offline: nothing sent; train() closed the run, so the file is whole
     rows = [r for r in wandb_history(runs[0]) if "train/loss" in r]
-    assert [r["train/loss"] for r in rows] == pytest.approx(losses, rel=1e-6)
+    assert [r["train/loss"] for r in rows] == pytest.approx(losses, rel=1e-6), wandb_state(runs[0])
     assert [r["trainer/global_step"] for r in rows] == [0, 1]
 
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
