@@ -15,7 +15,15 @@ $(VENV)/.installed: requirements.txt requirements-realmodel.txt
 	$(PY) -m pip install --quiet --no-deps -r requirements-realmodel.txt
 	touch $@
 
-venv: $(VENV)/.installed
+# The project itself goes in editable (pyproject.toml): its packages import from any folder (bench/ and
+# scripts/ need no sys.path edits) and quartet-train/-eval/-generate are on the venv's PATH. The install
+# maps each top-level package by name, so a new package (a new */__init__.py) re-runs it. setuptools is
+# pinned in requirements.txt, so the build needs no download (--no-build-isolation).
+$(VENV)/.editable: $(VENV)/.installed pyproject.toml $(wildcard */__init__.py)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+venv: $(VENV)/.editable
 
 ## The main job: chat SFT of the tiny model on the bundled dialogues (a few minutes on 2 CPU cores).
 train: venv

@@ -74,7 +74,9 @@ def headline_metric(cfg: DictConfig) -> str | None:
     return fn(cfg) if fn is not None else None
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+# An absolute conf/ beside this file: the console script imports this module (Hydra would otherwise look
+# for a python package `conf`), `python eval.py` runs it as a file.
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="eval")
 def main(cfg: DictConfig) -> float | None:
     if not cfg.get("optimized_metric"):
         with open_dict(cfg):
@@ -82,5 +84,10 @@ def main(cfg: DictConfig) -> float | None:
     return run_main(cfg, evaluate)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``quartet-eval`` console script (``pip install -e .``): the same as ``python eval.py``."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

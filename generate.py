@@ -63,10 +63,17 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="generate")
+# An absolute conf/ beside this file: the console script imports this module (Hydra would otherwise look
+# for a python package `conf`), `python generate.py` runs it as a file.
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="generate")
 def main(cfg: DictConfig) -> float | None:
     return run_main(cfg, generate)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``quartet-generate`` console script (``pip install -e .``): the same as ``python generate.py``."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -35,6 +35,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning as L
     from hydra.utils import instantiate
 
+    from callbacks.experiment_loggers import finish_wandb_run
+    from callbacks.run_summary import closing_line
     from checkpoints.preload_check import check_checkpoint_file, check_checkpoint_fits
     from models import model_config_problems
     from utils.config_validation import validate_train_config
@@ -61,7 +63,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("fit")
     module = instantiate(cfg.module)
     with RunFolderLock(output_dir, enabled=rank0):
-        return _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
+        finished = False
+        try:
+            metrics, record = _fit(cfg, module, datamodule, output_dir, ckpt_path, rank0)
+            finished = True
+        finally:
+            finish_wandb_run(0 if finished else 1)  # logger=wandb: one W&B run per train(cfg)
+    if record is not None:  # rank 0: the last line, after any logger's own closing output
+        log.info(closing_line(record))  # where everything is, the loss, the time
+    return metrics
 
 
 def _fit(
@@ -71,7 +81,8 @@ def _fit(
     output_dir: Path,
     ckpt_path: str | None,
     rank0: bool,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Fit; return the metrics and, on rank 0, the ``summary.json`` record."""
     import lightning as L
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -116,11 +127,12 @@ def _fit(
         plugins=[BesideTargetCheckpointIO(), *slurm_plugins()],
     )
 
-    def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> None:
-        if trainer.is_global_zero:
-            write_summary_json(
-                cfg, trainer, output_dir, ckpt_path, summary, guard, exporter, status, error, metrics
-            )
+    def write_summary(status: str, error: str | None, metrics: dict[str, float]) -> dict[str, Any] | None:
+        if not trainer.is_global_zero:
+            return None
+        return write_summary_json(
+            cfg, trainer, output_dir, ckpt_path, summary, guard, exporter, status, error, metrics
+        )
 
     log.info("training %s on %s (output: %s)", cfg.module._target_, cfg.data._target_, output_dir)
     with interrupt.signals.installed():
@@ -136,10 +148,10 @@ def _fit(
             msg = "training stopped by SIGTERM (SLURM auto-requeue: the requeued job resumes from its HPC checkpoint)"
             write_summary("interrupted", msg, _metrics(trainer))
             raise TrainingInterrupted(msg, 15) from None
-        write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
+        record = write_summary("interrupted" if trainer.interrupted else "finished", None, metrics)
     if trainer.interrupted:
         log.warning("training was interrupted; resume with ckpt_path=last or resume_dir=%s", output_dir)
-    return metrics
+    return metrics, record
 
 
 def _run_phases(
@@ -172,10 +184,17 @@ def _metrics(trainer: Any) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+# An absolute conf/ beside this file: the console script imports this module (Hydra would otherwise look
+# for a python package `conf`), `python train.py` runs it as a file.
+@hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return run_main(cfg, train)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``quartet-train`` console script (``pip install -e .``): the same as ``python train.py``."""
     run_cli(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -23,12 +23,10 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from stages.rlmec.alignment import EDITED_WEIGHT, KEPT_WEIGHT, imitation_weights  # noqa: E402
 

@@ -23,17 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inference.decoding import generate_token_ids  # noqa: E402
-from inference.sampling import SamplingParams  # noqa: E402
+from inference.decoding import generate_token_ids
+from inference.sampling import SamplingParams
 
 MODELS = {
     "tiny": {

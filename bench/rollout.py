@@ -16,20 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from inference.backends.hf import HFBackend  # noqa: E402
-from inference.generation_cache import CachedGenerator  # noqa: E402
-from inference.sampling import SamplingParams  # noqa: E402
-from models import load_tokenizer  # noqa: E402
-from stages.parrot_rollout.filters import RolloutFilters  # noqa: E402
-from stages.parrot_rollout.rollout import Session, roll_out  # noqa: E402
+from inference.backends.hf import HFBackend
+from inference.generation_cache import CachedGenerator
+from inference.sampling import SamplingParams
+from models import load_tokenizer
+from stages.parrot_rollout.filters import RolloutFilters
+from stages.parrot_rollout.rollout import Session, roll_out
 
 ROOT = Path(__file__).resolve().parents[1]
 FILTERS = RolloutFilters(min_query_words=1, near_duplicate_ratio=100, loop_ratio=100, reject_cut_off=False)

@@ -1,10 +1,13 @@
-"""RunSummary: tracks the training loss curve; ``write_summary_json`` writes the run's ``summary.json``."""
+"""RunSummary: tracks the training loss curve; ``write_summary_json`` writes the run's ``summary.json``;
+``closing_line`` is the one line a run ends with on screen."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,9 @@ from omegaconf import DictConfig
 from callbacks.hf_export import HFExport
 from callbacks.nonfinite import NonFiniteGuard
 from utils.atomic import write_json_atomic
+
+#: ``first_loss``/``last_loss`` are means over this many steps at each end of the curve.
+LOSS_WINDOW = 10
 
 
 class RunSummary(L.Callback):
@@ -27,7 +33,7 @@ class RunSummary(L.Callback):
     The curve is part of the checkpoint, so it continues across resumes.
     """
 
-    def __init__(self, window: int = 10):
+    def __init__(self, window: int = LOSS_WINDOW):
         self.window = window
         self.losses: list[float] = []
         self.restored_steps = 0  # loss values that came from the checkpoint this run resumed from
@@ -85,43 +91,42 @@ def write_summary_json(
     status: str,
     error: str | None,
     metrics: dict[str, float],
-) -> None:
-    """``summary.json`` (strict JSON: non-finite numbers are written as null). A resumed run that
-    trained no new step keeps the previous summary's metrics."""
+) -> dict[str, Any]:
+    """``summary.json`` (strict JSON: non-finite numbers are written as null); returns what it wrote.
+    A resumed run that trained no new step keeps the previous summary's metrics."""
     path = output_dir / "summary.json"
     if not metrics and ckpt_path and path.is_file():
         with contextlib.suppress(ValueError):
             metrics = json.loads(path.read_text()).get("metrics") or {}
     ckpt_cb = trainer.checkpoint_callback
     last = output_dir / "checkpoints" / "last.ckpt"
-    write_json_atomic(
-        path,
-        {
-            **summary.summary(),
-            "run_name": cfg.get("run_name"),
-            "module": cfg.module._target_,
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
-            "status": status,
-            "error": error,
-            "interrupted": status == "interrupted",
-            "nonfinite": {
-                "policy": guard.policy,
-                "skipped": guard.skipped,
-                "skipped_steps": guard.skipped_steps,
-            },
-            "resumed_from": ckpt_path,
-            "metrics": metrics,
-            "optimized_metric": cfg.get("optimized_metric"),
-            "checkpoints": {
-                "last": str(last) if last.exists() else None,
-                "dir": str(ckpt_cb.dirpath) if ckpt_cb else None,
-            },
-            "hf_model": str(exporter.exported) if exporter and exporter.exported else None,
-            "output_dir": str(output_dir),
-            "launch": launch_record(trainer),
+    record = {
+        **summary.summary(),
+        "run_name": cfg.get("run_name"),
+        "module": cfg.module._target_,
+        "global_step": trainer.global_step,
+        "epoch": trainer.current_epoch,
+        "status": status,
+        "error": error,
+        "interrupted": status == "interrupted",
+        "nonfinite": {
+            "policy": guard.policy,
+            "skipped": guard.skipped,
+            "skipped_steps": guard.skipped_steps,
         },
-    )
+        "resumed_from": ckpt_path,
+        "metrics": metrics,
+        "optimized_metric": cfg.get("optimized_metric"),
+        "checkpoints": {
+            "last": str(last) if last.exists() else None,
+            "dir": str(ckpt_cb.dirpath) if ckpt_cb else None,
+        },
+        "hf_model": str(exporter.exported) if exporter and exporter.exported else None,
+        "output_dir": str(output_dir),
+        "launch": launch_record(trainer),
+    }
+    write_json_atomic(path, record)
+    return record
 
 
 def launch_record(trainer: L.Trainer) -> dict[str, Any]:
@@ -136,3 +141,34 @@ def launch_record(trainer: L.Trainer) -> dict[str, Any]:
         "world_size": trainer.world_size,
         "num_nodes": trainer.num_nodes,
     }
+
+
+def _shown(path: str | os.PathLike[str], cwd: str | None = None) -> str:
+    """``path`` relative to the working folder when it lies inside it, else as it is."""
+    rel = os.path.relpath(path, cwd or os.getcwd())
+    return str(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+def closing_line(record: Mapping[str, Any], cwd: str | None = None) -> str:
+    """The line a training run ends with: status, steps, time, the first and last loss (the
+    ``summary.json`` values: means over the first/last ``LOSS_WINDOW`` steps), and where the run folder,
+    ``summary.json`` and ``hf_model/`` are. ``record`` is what :func:`write_summary_json` wrote."""
+    head = "done" if record.get("status") == "finished" else str(record.get("status"))
+    steps = record.get("steps_this_run", 0)
+    parts = [f"{head}: {steps} step{'' if steps == 1 else 's'} in {record.get('wall_time_s', 0.0):.1f} s"]
+    if record.get("first_loss") is not None and record.get("last_loss") is not None:
+        w = min(LOSS_WINDOW, int(record.get("steps_recorded") or 1))
+        parts.append(
+            f"loss {record['first_loss']:.4g} -> {record['last_loss']:.4g} (mean of the first/last {w} steps)"
+        )
+    folder = Path(record["output_dir"])
+    files = ["summary.json"]
+    hf_model = record.get("hf_model")
+    if hf_model and Path(hf_model).parent == folder:
+        files.append(Path(hf_model).name + "/")
+    parts.append(f"run folder {_shown(folder, cwd)}/ ({', '.join(files)})")
+    if hf_model and Path(hf_model).parent != folder:
+        parts.append(f"model {_shown(hf_model, cwd)}/")
+    elif not hf_model:
+        parts.append("no hf_model/ (export=false or not exported)")
+    return "; ".join(parts)

@@ -6,12 +6,14 @@ import gc
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+from utils.console_logging import one_line_per_message
 from utils.deprecated_names import apply_to_argv
 from utils.errors import QuartetError, as_write_error
 from utils.run_folder import load_resume_config
@@ -22,7 +24,7 @@ log = logging.getLogger("quartet")
 _TASK_STARTED = False
 _ERROR_REPORTED = False
 CONFIG_HINT = (
-    "hint: `python {script} --help` lists the config groups and their options; "
+    "hint: `{command} --help` lists the config groups and their options; "
     "use +key=value to add a key the config does not have, and check the spelling of group and key names."
 )
 
@@ -37,13 +39,18 @@ def run_cli(main: Callable[[], Any]) -> None:
         main()
     except SystemExit as e:
         if e.code not in (0, None) and not _TASK_STARTED and not _ERROR_REPORTED:
-            print(CONFIG_HINT.format(script=sys.argv[0]), file=sys.stderr)
+            print(CONFIG_HINT.format(command=_command(sys.argv[0])), file=sys.stderr)
         if isinstance(e.code, int) and e.code > 128:  # stopped by a signal: everything is saved by now
             # The interpreter's last garbage collection over a run's millions of objects took ~7 s
             # (tiny model, 600 conversations), eating into a scheduler's grace period before SIGKILL.
             # Freezing them skips that pass; files and loggers were closed already (atexit runs first).
             gc.freeze()
         raise
+
+
+def _command(argv0: str) -> str:
+    """How the user started us: ``python train.py`` or a console script (``quartet-train``)."""
+    return f"python {argv0}" if argv0.endswith(".py") else Path(argv0).name
 
 
 def _check_shared_run_dir(cfg: DictConfig) -> None:
@@ -76,6 +83,7 @@ def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> flo
     metric."""
     global _TASK_STARTED
     _TASK_STARTED = True
+    one_line_per_message()  # Hydra's logging is set up by now
     try:
         _check_shared_run_dir(cfg)
         if cfg.get("resume_dir"):
