@@ -7,7 +7,8 @@ its module may define ``headline_metric(cfg) -> str``, the metric ``main`` retur
 ``optimized_metric`` is not set.
 
 Tasks: ``task=reasoning`` / ``task=reasoning_mixed`` (``runners/reasoning.py``): greedy CoT,
-Self-Consistency and Self-Agreement (arXiv 2311.08154) under ``trainer.predict``.
+Self-Consistency and Self-Agreement (arXiv 2311.08154) under ``trainer.predict``. ``task=lm_eval``
+(``runners/lm_eval.py``): lm-eval's benchmarks (log-likelihood multiple choice, BBH) on the model.
 """
 
 from __future__ import annotations
