@@ -10,6 +10,8 @@ Tasks: ``task=reasoning`` / ``task=reasoning_mixed`` (``runners/reasoning.py``):
 Self-Consistency and Self-Agreement (arXiv 2311.08154) under ``trainer.predict``.
 The papers' benchmarks by name (``task=gsm8k``, ``task=math``, ..., ``task=reasoning_mix``; the registry
 is ``reasoning/benchmarks.py``) run through the same runner; recipes: ``experiment=repro/<name>``.
+``task=lm_eval`` (``runners/lm_eval.py``): lm-eval's benchmarks (log-likelihood multiple choice, BBH) on
+the model.
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ def test_eval_option_composes_and_resolves(tmp_path, group, option, tiny_hf_dir)
         assert cfg.task.runner == "runners.mt_bench.run" and cfg.data.path.endswith("question.jsonl")
         assert cfg.judge.backend in ("hf", "vllm", "openai_http", "standin")
         return
+    if (group, option) == ("task", "lm_eval"):  # lm-eval's own tasks, scored by the harness
+        assert cfg.task.runner == "runners.lm_eval.run" and cfg.get("data") is None
+        assert list(cfg.task.tasks) == ["piqa", "hellaswag", "arc_easy", "commonsense_qa", "bbh"]
+        return
     assert cfg.data._target_ in (
         "datamodules.reasoning.ReasoningQuestionDataModule",
         "datamodules.benchmarks.BenchmarkQuestionDataModule",  # the registered benchmarks (issue #16)
