@@ -15,7 +15,7 @@ Case families (see ``CASES``):
 - run folders: a finished folder reused without ``ckpt_path``, ``resume_dir`` that is no run folder,
   ``hydra.run.dir`` under a path that is a file.
 
-42 cases: train.py 35 (SFT 25, CaPO 3, Top-P MoE 4, RLMEC 3), eval.py 3, generate.py 4.
+43 cases: train.py 36 (SFT 25, CaPO 3, Top-P MoE 4, RLMEC 3, online RL 1), eval.py 3, generate.py 4.
 
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
 ``python train.py ...`` runs them), so the corpus costs one import of Lightning, not one per case.
@@ -146,6 +146,9 @@ CASES: list[Case] = [
          "rl_missing.jsonl:1: missing field(s) 'rewards'"),
     case("rlmec-not-utf8", "train", "rlmec", [*RLMEC, "data.path={files}/latin1.jsonl"],
          "latin1.jsonl:2: not valid UTF-8"),
+    # --- train.py, online RL prompts (issue 18): answer_match needs every prompt's gold answer -------
+    case("grpo-prompt-without-gold", "train", "sft", ["experiment=grpo_tiny", *TINY, "debug=default", *QUIET,
+         "data.path={files}/no_gold.jsonl"], "no_gold.jsonl:2: missing field 'answer': the reward"),
     # --- eval.py -------------------------------------------------------------------------------------
     case("eval-reasoning-not-utf8", "eval", "sft", [*EVAL, "task=reasoning", "data.path={files}/latin1_questions.jsonl"],
          "latin1_questions.jsonl:2: not valid UTF-8"),
@@ -223,6 +226,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     (d / "list_line.jsonl").write_text("[1, 2]\n")
     (d / "role.jsonl").write_text('{"messages": [{"role": "wizard", "content": "hi"}]}\n')
     (d / "empty.jsonl").write_text('{"messages": []}\n')
+    (d / "no_gold.jsonl").write_text('{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 3?"}\n')
     pair = json.loads(_head(ROOT / "data" / "capo" / "pairs.jsonl", 1))
     (d / "latin1_pairs.jsonl").write_bytes(json.dumps(pair).encode()[:-2] + b', "note": "' + LATIN1 + b'"}\n')
     (d / "no_rejected.jsonl").write_text(
