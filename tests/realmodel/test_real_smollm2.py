@@ -275,8 +275,7 @@ def test_upcycled_top_p_moe_keeps_the_pretrained_weights_and_learns(tmp_path, re
 
 def test_grpo_hf_two_smoke_steps_on_reasoning_records(tmp_path, real_model_dir):
     """``experiment=grpo_hf debug=smoke`` on SmolLM2 with the questions' gold answers: two steps of 2
-    prompts × 2 completions sampled by the live policy, scored by eval.py's extraction; the policy
-    moves and its KL to the frozen copy becomes positive."""
+    prompts × 2 completions sampled by the live policy, scored by eval.py's extraction."""
     from train import train
 
     cfg = compose_cfg(
