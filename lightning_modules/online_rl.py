@@ -319,9 +319,10 @@ class OnlineRLModule(CausalLMModule):
         out = {
             "reward_mean": rewards.mean(),
             "reward_std": rewards.std() if rewards.numel() > 1 else torch.tensor(0.0),
-            "zero_adv_frac": zero_advantage_groups(rewards.view(-1, g)).float().mean(),
             "completion_len": t.completion_lengths.float().mean(),
         }
+        if g > 1:  # groups whose completions all got one reward: zero advantage (PPO has no groups)
+            out["zero_adv_frac"] = zero_advantage_groups(rewards.view(-1, g)).float().mean()
         out.update({f"reward_{k}": v.mean() for k, v in parts.items()})
         return out
 
