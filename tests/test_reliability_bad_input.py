@@ -226,7 +226,9 @@ def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     (d / "list_line.jsonl").write_text("[1, 2]\n")
     (d / "role.jsonl").write_text('{"messages": [{"role": "wizard", "content": "hi"}]}\n')
     (d / "empty.jsonl").write_text('{"messages": []}\n')
-    (d / "no_gold.jsonl").write_text('{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 3?"}\n')
+    (d / "no_gold.jsonl").write_text(
+        '{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 3?"}\n'
+    )
     pair = json.loads(_head(ROOT / "data" / "capo" / "pairs.jsonl", 1))
     (d / "latin1_pairs.jsonl").write_bytes(json.dumps(pair).encode()[:-2] + b', "note": "' + LATIN1 + b'"}\n')
     (d / "no_rejected.jsonl").write_text(
