@@ -76,7 +76,7 @@ def test_every_experiment_runs_two_steps(tmp_path, experiment, tiny_hf_dir):
         "ppo_tiny",
         "ppo_hf",
     ):  # online RL: short completions of the random model (it never ends on EOS)
-        overrides += ["module.sampling.max_new_tokens=8", "module.num_generations=2"]
+        overrides += ["module.sampling.max_new_tokens=8", "module.num_generations=2", "data.limit=16"]
         if experiment.startswith("ppo"):  # μ > 1 optimiser steps a batch: one pass, so 2 steps are 2 batches
             overrides.append("module.inner_steps=1")
     if experiment.startswith("rlmec_online"):  # online RLMEC: the tiny folder stands in for the GRM
