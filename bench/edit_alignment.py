@@ -5,7 +5,7 @@
 Both sides turn the same (original, rewrite) token-id pairs into imitation weights (1.0 for rewrite
 tokens not matched to an identical original token, 0.5 otherwise; METHODS.md §3):
 
-- ours: ``stages.rlmec.alignment.imitation_weights`` (rapidfuzz ``Levenshtein.editops``, in C);
+- ours: ``algorithms.alignment.imitation_weights`` (rapidfuzz ``Levenshtein.editops``, in C);
 - baseline: the textbook O(|y|·|ŷ|) Wagner–Fischer table in pure Python, with a backtrace.
 
 The pairs are seeded random token ids (vocabulary 32k) of about ``--length`` tokens, with
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from stages.rlmec.alignment import EDITED_WEIGHT, KEPT_WEIGHT, imitation_weights  # noqa: E402
+from algorithms.alignment import EDITED_WEIGHT, KEPT_WEIGHT, imitation_weights  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -76,11 +76,11 @@ def model_cfg(args: argparse.Namespace) -> dict[str, Any]:
 def make_batches(tokenizer: Any, args: argparse.Namespace) -> list[dict[str, torch.Tensor]]:
     """RL batches from bundled problems: even samples correct, odd ones with a wrong last number,
     rewritten to the gold; rewards from random GRM probabilities; reference log-probs random."""
+    from algorithms.alignment import imitation_weights
+    from algorithms.edit_steps import gold_solution
     from algorithms.token_rewards import grm_token_rewards
     from datamodules.rlmec_token_data import RLMECCollator
     from reasoning.questions import load_reasoning_records
-    from stages.rlmec.alignment import imitation_weights
-    from stages.rlmec.steps import gold_solution
 
     rng = random.Random(0)
     rows = []

@@ -44,6 +44,7 @@ class TokenSequence:
     token_ids: list[int]
     num_tokens: int
     finish_reason: str  # "eos", "stop" or "length"
+    eos_token_id: int | None = None  # the EOS token that ended it (finish_reason "eos"): RL trains on it
 
 
 def prompt_seed(seed: int, key: str) -> int:
@@ -335,8 +336,7 @@ def _collect(
             r = i * n + j
             length = int(lengths[r])
             ids = gen_cpu[r, :length].tolist()
-            if reasons[r] == "eos":
-                ids = ids[:-1]
-            group.append(TokenSequence(token_ids=ids, num_tokens=length, finish_reason=reasons[r]))
+            eos_id = ids.pop() if reasons[r] == "eos" else None
+            group.append(TokenSequence(ids, num_tokens=length, finish_reason=reasons[r], eos_token_id=eos_id))
         result.append(group)
     return result

@@ -10,10 +10,13 @@
 #   5. the GRM rewrites every sample                      -> OUT/grm_edit/edits.jsonl
 #   6. RL data (token rewards, ref log-probs, weights)    -> OUT/rl_data/rl_data.jsonl (stage=rlmec_rl_data)
 #   7. RLMEC per seed                                     -> OUT/rlmec_s<seed>         (experiment=rlmec_$SIZE)
-#      BASELINES=1 adds RFT, DPO and the two ablations (without L_IR, without token rewards) per seed
+#      BASELINES=1 adds RFT, DPO and the two ablations (without L_IR, without token rewards) per seed,
+#      and the online methods from the same SFT policy on the same PROBLEMS prompts: GRPO, RLOO, PPO
+#      (experiment=grpo|rloo|ppo_$SIZE) and online RLMEC with the GRM of step 4 (rlmec_online_$SIZE),
+#      ONLINE_STEPS optimiser steps each (default: one pass over the PROBLEMS prompts, 4 a step)
 #   8. eval.py greedy accuracy on EVAL_DATA (default the bundled test set, 200) for every model; one table
 #
-# Usage: [SIZE=tiny|hf] [POLICY=dir] [PROBLEMS=400] [SEEDS="1 2"] [BASELINES=1] [TEACHER='...']
+# Usage: [SIZE=tiny|hf] [POLICY=dir] [PROBLEMS=400] [SEEDS="1 2"] [BASELINES=1] [ONLINE_STEPS=N] [TEACHER='...']
 #        [TRAIN_DATA=file.jsonl] [EVAL_DATA=file.jsonl] [TRAIN_ARGS='...'] scripts/rlmec_pipeline.sh [OUT_DIR]
 # TRAIN_ARGS are extra train.py overrides for steps 4 and 7 (a quick check of a real model:
 # TRAIN_ARGS='debug=smoke callbacks=none data.max_length=1024').
@@ -24,6 +27,7 @@ SIZE="${SIZE:-tiny}"
 OUT="$(realpath -m "${1:-$ROOT/outputs/rlmec_${SIZE}_pipeline}")"
 PROBLEMS="${PROBLEMS:-400}"
 SEEDS="${SEEDS:-1}"
+ONLINE_STEPS="${ONLINE_STEPS:-$(( (PROBLEMS + 3) / 4 ))}"
 TRAIN_DATA="${TRAIN_DATA:-$ROOT/data/reasoning/train.jsonl}"
 EVAL_DATA="${EVAL_DATA:-$ROOT/data/reasoning/test.jsonl}"
 read -r -a TEACHER_ARGS <<< "${TEACHER:-stage.editor={backend:arith_rules}}"
@@ -100,6 +104,12 @@ for s in $SEEDS; do
     train "rlmec_seqreward_s$s" "experiment=rlmec_$SIZE" "${RL[@]}" seed="$s" module.reward_mode=sequence "${EXTRA[@]}"
     train "rft_s$s" "experiment=rlmec_rft_$SIZE" model.pretrained="$SFT" data.path="$OUT/baselines/rft.jsonl" seed="$s" "${EXTRA[@]}"
     train "dpo_s$s" "experiment=rlmec_dpo_$SIZE" model.pretrained="$SFT" data.path="$OUT/baselines/dpo.jsonl" seed="$s" "${EXTRA[@]}"
+    ONLINE=(model=hf model.pretrained="$SFT" data.path="$TRAIN_DATA" data.limit="$PROBLEMS" data.batch_size=4
+      trainer.max_steps="$ONLINE_STEPS" seed="$s")
+    for m in grpo rloo ppo; do
+      train "${m}_s$s" "experiment=${m}_$SIZE" "${ONLINE[@]}" "${EXTRA[@]}"
+    done
+    train "rlmec_online_s$s" "experiment=rlmec_online_$SIZE" "${ONLINE[@]}" module.grm.path="$OUT/grm/hf_model" "${EXTRA[@]}"
   fi
 done
 

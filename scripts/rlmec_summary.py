@@ -12,7 +12,18 @@ from collections import defaultdict
 from pathlib import Path
 
 # The paper's comparison order; any other method folder follows in name order.
-ORDER = ["sft", "rft", "dpo", "rlmec", "rlmec_nolir", "rlmec_seqreward"]
+ORDER = [
+    "sft",
+    "rft",
+    "dpo",
+    "rlmec",
+    "rlmec_nolir",
+    "rlmec_seqreward",
+    "grpo",
+    "rloo",
+    "ppo",
+    "rlmec_online",
+]
 
 
 def accuracies(out: Path) -> dict[str, dict[str, float]]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
+from algorithms.alignment import imitation_weights
+from algorithms.edit_steps import gold_solution
 from algorithms.token_rewards import grm_token_rewards
 from reasoning.questions import load_reasoning_records
-from stages.rlmec.alignment import imitation_weights
-from stages.rlmec.steps import gold_solution
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -68,6 +68,23 @@ def test_every_experiment_runs_two_steps(tmp_path, experiment, tiny_hf_dir):
 
         rows = rl_records(load_tokenizer(str(tiny_hf_dir)), 8)
         overrides.append(f"data.path={write_jsonl(tmp_path / 'rl_data.jsonl', rows)}")
+    if "override /module: online_rl" in (
+        CONF / "experiment" / f"{experiment}.yaml"
+    ).read_text() or experiment in (
+        "rloo_tiny",
+        "rloo_hf",
+        "ppo_tiny",
+        "ppo_hf",
+    ):  # online RL: short completions of the random model (it never ends on EOS)
+        overrides += ["module.sampling.max_new_tokens=8", "module.num_generations=2", "data.limit=16"]
+        if experiment.startswith("ppo"):  # μ > 1 optimiser steps a batch: one pass, so 2 steps are 2 batches
+            overrides.append("module.inner_steps=1")
+    if experiment.startswith("rlmec_online"):  # online RLMEC: the tiny folder stands in for the GRM
+        overrides += [
+            f"module.grm.path={tiny_hf_dir}",
+            "module.sampling.max_new_tokens=8",
+            "module.grm.max_new_tokens=8",
+        ]
     cfg = compose_cfg(overrides, tmp_path)
     assert cfg.trainer.get("strategy") is None or cfg.trainer.devices == 1
     metrics = train(cfg)

@@ -24,7 +24,7 @@ Case families (see ``CASES``):
   checkpoint interval with ``seed=-1`` (both listed in one line), a judge's ``top_p=2`` (before any
   answer is generated), an MT-Bench ``question_id`` list, a NaN gold answer, a glob matching nothing.
 
-67 cases: train.py 47 (SFT 35, CaPO 4, Top-P MoE 4, RLMEC 4), eval.py 14, generate.py 6; plus the environment tests
+68 cases: train.py 48 (SFT 35, CaPO 4, Top-P MoE 4, RLMEC 4, online RL 1), eval.py 14, generate.py 6; plus the environment tests
 below (a read-only run folder, a full disk three ways, a chat template leaving the sandbox).
 
 The entry points run in-process (``run_cli(<entry>.main)`` with a patched ``sys.argv``, as
@@ -172,6 +172,9 @@ CASES: list[Case] = [
          "rl_missing.jsonl:1: missing field(s) 'rewards'"),
     case("rlmec-not-utf8", "train", "rlmec", [*RLMEC, "data.path={files}/latin1.jsonl"],
          "latin1.jsonl:2: not valid UTF-8"),
+    # --- train.py, online RL prompts (issue 18): answer_match needs every prompt's gold answer -------
+    case("grpo-prompt-without-gold", "train", "sft", ["experiment=grpo_tiny", *TINY, "debug=default", *QUIET,
+         "data.path={files}/no_gold.jsonl"], "no_gold.jsonl:2: missing field 'answer': the reward"),
     # --- eval.py -------------------------------------------------------------------------------------
     case("eval-reasoning-not-utf8", "eval", "sft", [*EVAL, "task=reasoning", "data.path={files}/latin1_questions.jsonl"],
          "latin1_questions.jsonl:2: not valid UTF-8"),
@@ -309,6 +312,9 @@ def files(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     (d / "list_line.jsonl").write_text("[1, 2]\n")
     (d / "role.jsonl").write_text('{"messages": [{"role": "wizard", "content": "hi"}]}\n')
     (d / "empty.jsonl").write_text('{"messages": []}\n')
+    (d / "no_gold.jsonl").write_text(
+        '{"question": "What is 2 + 2?", "answer": "4"}\n{"question": "What is 3 + 3?"}\n'
+    )
     pair = json.loads(_head(ROOT / "data" / "capo" / "pairs.jsonl", 1))
     (d / "latin1_pairs.jsonl").write_bytes(json.dumps(pair).encode()[:-2] + b', "note": "' + LATIN1 + b'"}\n')
     (d / "no_rejected.jsonl").write_text(

@@ -1,5 +1,5 @@
 """Issue 11 §3 reliability suite: ``kill -9`` at a seeded random step (3 seeds) and SIGTERM mid-run, then
-resume, for every training module (SFT, CaPO, TopPMoE, RLMEC).
+resume, for every training module (SFT, CaPO, TopPMoE, RLMEC, online RL with GRPO).
 
 Each run is ``train.py`` in its own process (``tests.helpers.start_script``), killed with a real signal.
 After the resume (``ckpt_path=last`` in the same folder after ``kill -9``; ``resume_dir=<run>`` after
@@ -24,6 +24,7 @@ import torch
 
 from tests.helpers import FAST, ROOT, ScriptRun, start_script
 from tests.rlmec_fixtures import rl_records, write_jsonl
+from tests.test_online_rl_module import write_questions
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -31,7 +32,7 @@ STEPS = 12  # N: every module's data is a few batches an epoch, so the runs cros
 EVERY = 2  # periodic checkpoint every 2 steps: a kill between two of them makes the resume redo a step
 PACE = 0.25  # seconds per step from the kill step on: the signal lands before the run ends
 SEEDS = (0, 1, 2)
-MODULES = ("sft", "capo", "topp_moe", "rlmec")
+MODULES = ("sft", "capo", "topp_moe", "rlmec", "grpo")
 TINY = ["model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=2"]
 COMMON = [
     "debug=default",  # callbacks=minimal, a CSV row every step
@@ -62,6 +63,7 @@ class Suite:
             "capo": _head(data / "capo" / "pairs.jsonl", root / "pairs.jsonl", 20),  # 5 batches
             "topp_moe": _head(data / "corpus" / "train.txt", root / "corpus.txt", 8),
             "rlmec": write_jsonl(root / "rl.jsonl", rl_records(tokenizer, 8)),  # 4 batches of 2
+            "grpo": write_questions(root / "questions.jsonl"),  # 4 batches of 2 prompts
         }
         self._references: dict[str, Path] = {}
 
@@ -94,6 +96,14 @@ class Suite:
                 "data=rlmec",
                 f"data.path={path}",
                 "data.batch_size=2",
+                "module.optimizer.lr=1e-3",
+            ],
+            "grpo": [  # online RL: the sampling stream's counter is in the checkpoint
+                "experiment=grpo_tiny",
+                *TINY,
+                f"data.path={path}",
+                "data.batch_size=2",
+                "module.sampling.max_new_tokens=16",
                 "module.optimizer.lr=1e-3",
             ],
         }[module]
@@ -188,8 +198,9 @@ def assert_bitwise(a: Any, b: Any, where: str = "last.ckpt") -> None:
 
 
 def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The CSV rows without wall-clock columns (online RL's ``*_tokens_per_s``), which no rerun repeats."""
     with open(run_dir / "csv" / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
+        return [{k: v for k, v in row.items() if not k.endswith("_per_s")} for row in csv.DictReader(f)]
 
 
 def assert_resumed_like_reference(run_dir: Path, reference: Path) -> None:

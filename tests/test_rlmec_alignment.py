@@ -1,8 +1,8 @@
-"""Imitation weights from the token-level Levenshtein alignment (stages/rlmec/alignment.py)."""
+"""Imitation weights from the token-level Levenshtein alignment (algorithms/alignment.py)."""
 
 from __future__ import annotations
 
-from stages.rlmec.alignment import edited_positions, imitation_weights
+from algorithms.alignment import edited_positions, imitation_weights
 
 
 def test_identical_sequences_all_kept():

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from algorithms.edit_steps import gold_solution, parse_first_error, split_steps
+from algorithms.minimum_edit import minimum_edit_rewrite, model_editor
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.sampling import SamplingParams
 from reasoning.questions import ReasoningRecord, load_reasoning_records
 from stages.rlmec.arith_rules import answer_in_prediction_style, arith_rules, equations_hold, first_wrong_step
-from stages.rlmec.editor import minimum_edit_rewrite, model_editor
-from stages.rlmec.steps import gold_solution, parse_first_error, split_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 

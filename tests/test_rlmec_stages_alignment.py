@@ -11,13 +11,13 @@ import json
 import pytest
 import torch
 
+from algorithms.edit_steps import rewrite_messages
 from algorithms.logprobs import IGNORE_INDEX
 from algorithms.token_rewards import grm_token_rewards
 from datamodules.rlmec_token_data import RLMECCollator, validate_record
 from inference.sample_cache import SampleCache
 from stages.rlmec.rl_data import build_rl_records
 from stages.rlmec.sample_records import BadRecords, problem_from_dict
-from stages.rlmec.steps import rewrite_messages
 from stages.rlmec.token_scoring import TeacherForcedScorer, cached_scorer, encode_prompt_ids
 from tests.inference_helpers import tiny_llama
 

@@ -25,6 +25,7 @@ BATCH_KINDS: dict[str, str] = {
     "preference": "chosen and rejected answers with neg_type",
     "rlmec": "originals and rewrites with per-token rewards",
     "questions": "reasoning questions with gold answers, for eval.py",
+    "reasoning_prompts": "chat prompts of reasoning questions with gold answers, for online RL",
 }
 
 

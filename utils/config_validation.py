@@ -124,6 +124,12 @@ def validate_train_config(
             problems.append(f"trainer.{k}={v} must be a positive integer (or -1)")
     if cfg.get("nonfinite", "stop") not in ("stop", "skip"):
         problems.append(f"nonfinite={cfg.get('nonfinite')} must be 'stop' or 'skip'")
+    manual = str(cfg.module.get("_target_", "")).endswith("OnlineRLModule")
+    if manual and (trainer.get("gradient_clip_val") or trainer.get("accumulate_grad_batches", 1) != 1):
+        problems.append(
+            "module=online_rl optimises by hand (inner_steps optimiser steps per batch): set "
+            "trainer.gradient_clip_val=null (module.max_grad_norm clips) and trainer.accumulate_grad_batches=1"
+        )
     if trainer.get("accumulate_grad_batches", 1) < 1:
         problems.append("trainer.accumulate_grad_batches must be >= 1")
     if trainer.get("use_distributed_sampler", False):

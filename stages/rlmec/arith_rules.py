@@ -14,7 +14,7 @@ signal without one, this editor answers the same two requests by rules:
   ``#### N`` taught the policy a new answer format through L_IR (weight 1.0 on every changed token),
   and it then wrote ``#### <wrong number>`` after correct steps.
 
-It reads the structured fields of each :class:`~stages.rlmec.editor.EditRequest` (record, prediction,
+It reads the structured fields of each :class:`~algorithms.minimum_edit.EditRequest` (record, prediction,
 k); its replies use the same wording as a model's and go through the same parsers.
 """
 
@@ -25,8 +25,8 @@ from collections import Counter
 from collections.abc import Sequence
 from fractions import Fraction
 
-from stages.rlmec.editor import EditRequest
-from stages.rlmec.steps import first_error_reply, gold_solution, split_steps
+from algorithms.edit_steps import first_error_reply, gold_solution, split_steps
+from algorithms.minimum_edit import EditRequest
 
 _NUMBER = r"-?\d+(?:\.\d+)?"
 _EQUATION = re.compile(rf"({_NUMBER})\s*([-+*/x×÷])\s*({_NUMBER})\s*=\s*({_NUMBER})")

@@ -1,5 +1,5 @@
 """The ``rlmec_edit`` stage (METHODS.md §3, steps 2 and 5): the two-step minimum-edit procedure
-(:func:`stages.rlmec.editor.minimum_edit_rewrite`) over the samples of ``rlmec_sample``.
+(:func:`algorithms.minimum_edit.minimum_edit_rewrite`) over the samples of ``rlmec_sample``.
 
 ``stage.editor`` is either ``{backend: arith_rules}`` (the STAND-IN teacher for the bundled
 arithmetic, :mod:`stages.rlmec.arith_rules`) or any generation backend config (``hf`` | ``vllm`` |
@@ -22,10 +22,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from algorithms.minimum_edit import Editor, minimum_edit_rewrite
 from inference.generation_cache import CachedGenerator, build_generator, open_cache
 from stages.common import chunks, write_jsonl_atomic
 from stages.rlmec.arith_rules import arith_rules
-from stages.rlmec.editor import Editor, minimum_edit_rewrite
 from stages.rlmec.sample_records import SAMPLE_FIELDS, BadRecords, iter_checked
 from utils.errors import DataError
 

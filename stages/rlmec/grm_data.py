@@ -1,7 +1,7 @@
 """The ``rlmec_grm_data`` stage (METHODS.md §3, step 3): chat-format SFT data for the generative reward
 model (GRM) from the teacher's edits (the ``rlmec_edit`` output with the teacher as the editor).
 
-Every example is one user turn (the editor prompts of :mod:`stages.rlmec.steps`, conditioned on the
+Every example is one user turn (the editor prompts of :mod:`algorithms.edit_steps`, conditioned on the
 problem AND the gold solution) and one assistant turn, the target:
 
 - ``locate`` (each rewritten wrong sample): the locate prompt -> ``The first error step is [k]``;
@@ -27,9 +27,15 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from algorithms.edit_steps import (
+    first_error_reply,
+    kept_prefix,
+    locate_messages,
+    rewrite_messages,
+    split_steps,
+)
 from stages.common import write_jsonl_atomic
 from stages.rlmec.sample_records import EDIT_FIELDS, BadRecords, iter_checked
-from stages.rlmec.steps import first_error_reply, kept_prefix, locate_messages, rewrite_messages, split_steps
 from utils.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)

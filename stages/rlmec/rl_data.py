@@ -7,7 +7,7 @@ For every sample (correct solutions deduplicated per problem first, see
 - ``prompt_ids`` / ``response_ids``: the policy tokenizer's chat render of (prompt, response)
   (:func:`~stages.rlmec.token_scoring.encode_sample`);
 - ``rewards``: the GRM teacher-forces the SAME ``response_ids`` after the rewriting prompt (the
-  "rewrite from step 1" prompt of :mod:`stages.rlmec.steps`, conditioned on the problem and the gold
+  "rewrite from step 1" prompt of :mod:`algorithms.edit_steps`, conditioned on the problem and the gold
   solution); p_t = exp(log P_GRM(y_t | …)) goes through ``grm_token_rewards`` (correct: clip(p−0.5, 0,
   0.5); wrong: clip(p−0.5, −0.1, 0));
 - ``ref_logps``: log π_ref(y_t | x, y_<t) from the frozen initial policy (``stage.policy``);
@@ -31,13 +31,13 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from algorithms.alignment import imitation_weights
+from algorithms.edit_steps import rewrite_messages
 from algorithms.rlmec_records import RLMECTokenRecord
 from algorithms.token_rewards import grm_token_rewards
 from inference.generation_cache import CachedGenerator, open_cache
 from stages.common import write_jsonl_atomic
-from stages.rlmec.alignment import imitation_weights
 from stages.rlmec.sample_records import EDIT_FIELDS, BadRecord, BadRecords, dedup_correct, iter_checked
-from stages.rlmec.steps import rewrite_messages
 from stages.rlmec.token_scoring import (
     TeacherForcedScorer,
     cached_scorer,

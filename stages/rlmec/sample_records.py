@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from algorithms.edit_steps import gold_solution
 from reasoning.answers import answers_match, extract_answer
 from reasoning.questions import ReasoningDataError, ReasoningRecord, record_from_dict
-from stages.rlmec.steps import gold_solution
 from utils.errors import ConfigError, DataError
 from utils.record_files import read_records
 

@@ -271,3 +271,30 @@ def test_upcycled_top_p_moe_keeps_the_pretrained_weights_and_learns(tmp_path, re
     assert losses[0] < 8.0, losses
     assert losses[-1] < losses[0] - 0.1, losses
     assert sum(p.numel() for p in module.model.parameters()) > 135e6
+
+
+def test_grpo_hf_two_smoke_steps_on_reasoning_records(tmp_path, real_model_dir):
+    """``experiment=grpo_hf debug=smoke`` on SmolLM2 with the questions' gold answers: two steps of 2
+    prompts × 2 completions sampled by the live policy, scored by eval.py's extraction."""
+    from train import train
+
+    cfg = compose_cfg(
+        [
+            "experiment=grpo_hf",
+            f"model.pretrained={real_model_dir}",
+            "model.dtype=float32",
+            f"data.path={QUESTIONS}",
+            "debug=smoke",
+            "module.num_generations=2",
+            "module.sampling.max_new_tokens=24",
+            "module.optimizer.lr=1e-5",
+            *FAST,
+        ],
+        tmp_path,
+    )
+    metrics = train(cfg)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["global_step"] == 2
+    assert 0 <= metrics["train/reward_answer_match"] <= 1 and 1 <= metrics["train/completion_len"] <= 24
+    assert metrics["train/gen_tokens_per_s"] > 0 and metrics["train/train_tokens_per_s"] > 0
+    assert metrics["train/kl"] >= 0 and math.isfinite(metrics["train/loss"])

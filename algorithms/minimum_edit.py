@@ -25,9 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasoning.answers import answers_match, extract_answer
-from reasoning.questions import ReasoningRecord
-from stages.rlmec.steps import (
+from algorithms.edit_steps import (
     join_rewrite,
     kept_prefix,
     locate_messages,
@@ -36,6 +34,8 @@ from stages.rlmec.steps import (
     rewrite_messages,
     split_steps,
 )
+from reasoning.answers import answers_match, extract_answer
+from reasoning.questions import ReasoningRecord
 
 Message = dict[str, str]
 
