@@ -15,7 +15,9 @@ The flattening itself is transformers' ``DataCollatorWithFlattening`` (the layou
 path and TRL's ``padding_free`` expect). Attention never crosses rows: with ``attention_mask=None`` and
 restarting ``position_ids``, transformers' mask builder detects the packed rows and makes the causal mask
 block-diagonal (SDPA, eager and flex attention), and flash attention runs its variable-length kernel
-on ``cu_seq_lens`` (``flash_attention_2/3``).
+on ``cu_seq_lens`` (``flash_attention_2/3``, the GPU path). A model on transformers' ``sdpa`` is switched
+to ``sdpa_varlen`` (``algorithms/varlen_attention.py``) on its first packed batch: SDPA row by row,
+Σ L_i² work instead of the block-diagonal mask's N² (the CPU choice; ``bench/packing.py`` measures both).
 
 A module that consumes a batch calls :func:`model_inputs` for the forward's keyword arguments and
 :func:`batch_rows` for the number of rows; ``algorithms.logprobs.batch_token_logprobs`` does both. An online
@@ -30,6 +32,8 @@ from typing import Any
 import torch
 from transformers import DataCollatorWithFlattening
 
+from algorithms.varlen_attention import NAME as VARLEN_SDPA
+from algorithms.varlen_attention import use_varlen_sdpa
 from models.nll import IGNORE_INDEX
 
 PACKED_KEYS = ("position_ids", "row_mask")
@@ -79,20 +83,23 @@ class PackingCollator:
         return pack_padded_batch(self.inner(features))
 
 
-def uses_flash_attention(model: torch.nn.Module) -> bool:
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None) or ""
-    return "flash" in str(impl)
+def takes_row_bounds(model: torch.nn.Module) -> bool:
+    """Whether the model's attention reads ``cu_seq_lens`` (flash attention's varlen kernel, ``sdpa_varlen``)."""
+    impl = str(getattr(getattr(model, "config", None), "_attn_implementation", None) or "")
+    return "flash" in impl or impl == VARLEN_SDPA
 
 
 def model_inputs(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
     """Keyword arguments for ``model(...)``: ``input_ids`` and ``attention_mask`` of a padded batch; of a
     packed one ``input_ids``, ``position_ids`` and ``attention_mask=None`` (which is what makes
-    transformers build the block-diagonal mask), plus the ``cu_seq_lens`` of the rows under flash
-    attention (its variable-length kernel then needs no recount from the position ids)."""
+    transformers build the block-diagonal mask), plus the ``cu_seq_lens`` of the rows when the attention
+    reads them (flash attention's varlen kernel; ``sdpa_varlen``, to which an ``sdpa`` model is switched
+    here)."""
     if not is_packed(batch):
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    use_varlen_sdpa(model)
     out = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "attention_mask": None}
-    if uses_flash_attention(model):
+    if takes_row_bounds(model):
         out.update({k: batch[k] for k in FLASH_KEYS})
     return out
 
