@@ -78,6 +78,8 @@ def use_varlen_sdpa(model: torch.nn.Module) -> bool:
     packed batches). Returns whether the model now runs it."""
     config = getattr(model, "config", None)
     impl = getattr(config, "_attn_implementation", None)
+    if getattr(model, "quartet_block_mask", False):  # kept on the block-diagonal mask (benchmarks)
+        return False
     if impl == NAME:
         return True
     if impl != "sdpa":

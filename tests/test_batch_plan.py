@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hydra.utils import instantiate
 
@@ -79,3 +80,31 @@ def test_packed_token_budget_loader_resumes_exactly(tmp_path):
     assert len(rest) == len(every) - 3
     for a, b in zip(rest, every[3:]):
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
+
+
+@pytest.mark.slow
+def test_packed_budget_training_resumes_bitwise(tmp_path):
+    """train.py with packing and a token budget: crash after step 3, resume from last.ckpt, and the
+    weights equal an uninterrupted run's bit for bit (the planned batches continue where they were)."""
+    from tests.helpers import FAST, assert_bitwise_equal, crash_at, load_weights
+    from train import train
+
+    job = [
+        "debug=default",
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "data.packing=true",
+        "data.max_tokens_per_batch=700",
+        "trainer.max_steps=6",
+        "trainer.limit_val_batches=0",
+        "callbacks.model_checkpoint.every_n_train_steps=3",
+        "logger=none",
+        *FAST,
+    ]
+    train(compose_cfg(job, tmp_path / "a"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(compose_cfg(job + crash_at(3), tmp_path / "b"))
+    train(compose_cfg([*job, "ckpt_path=last"], tmp_path / "b"))
+    assert_bitwise_equal(
+        load_weights(tmp_path / "b/checkpoints/last.ckpt"), load_weights(tmp_path / "a/checkpoints/last.ckpt")
+    )
