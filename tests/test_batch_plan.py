@@ -108,3 +108,13 @@ def test_packed_budget_training_resumes_bitwise(tmp_path):
     assert_bitwise_equal(
         load_weights(tmp_path / "b/checkpoints/last.ckpt"), load_weights(tmp_path / "a/checkpoints/last.ckpt")
     )
+
+
+def test_bad_batch_settings_are_config_errors(tmp_path):
+    from datamodules.chat import ChatDataModule
+    from utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="exclude each other"):
+        ChatDataModule(path="x.jsonl", tokenizer="t", group_by_length=True, max_tokens_per_batch=100)
+    with pytest.raises(ConfigError, match="max_tokens_per_batch=0"):
+        ChatDataModule(path="x.jsonl", tokenizer="t", max_tokens_per_batch=0)
