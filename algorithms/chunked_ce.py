@@ -18,6 +18,9 @@ opt-in path to cut-cross-entropy is :func:`fused_token_logprobs`.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any
+
 import torch
 
 #: Elements of one chunk's [C, V] fp32 logits (2**25: 128 MiB); C = max(1, budget // V).
@@ -37,6 +40,17 @@ def _dlogits(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, g: 
     grad = torch.exp(logits - lse[:, None]).mul_(-g[:, None])
     grad[torch.arange(len(targets), device=grad.device), targets] += g
     return grad
+
+
+def autocast_state(device: str) -> torch.dtype | None:
+    """The autocast dtype in force (bf16-mixed training), or None."""
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+
+
+def recompute_autocast(device: str, dtype: torch.dtype | None) -> Any:
+    """The forward's autocast state again for the backward's recompute, so the recomputed logits are the
+    ones whose logsumexp was kept (autocast is off in a custom backward)."""
+    return torch.autocast(device, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
 
 class ChunkedLinearLogprob(torch.autograd.Function):
@@ -61,6 +75,7 @@ class ChunkedLinearLogprob(torch.autograd.Function):
                 ones = torch.ones(e - s, dtype=torch.float32, device=hidden.device)
                 dh[s:e] = (_dlogits(logits, lse[s:e], t, ones).to(weight.dtype) @ weight).to(hidden.dtype)
         ctx.chunk, ctx.frozen = chunk, dh is not None
+        ctx.autocast = autocast_state(hidden.device.type)
         ctx.save_for_backward(dh if ctx.frozen else hidden, weight, bias, targets, lse)
         ctx.mark_non_differentiable(correct)
         return logp, correct
@@ -77,7 +92,8 @@ class ChunkedLinearLogprob(torch.autograd.Function):
         db = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
         for s in range(0, hidden.shape[0], chunk):
             e = min(hidden.shape[0], s + chunk)
-            logits = _chunk_logits(hidden[s:e], weight, bias)
+            with recompute_autocast(hidden.device.type, ctx.autocast):
+                logits = _chunk_logits(hidden[s:e], weight, bias)
             dz = _dlogits(logits, lse[s:e], targets[s:e], grad_logp[s:e].float())
             if dh is not None:
                 dh[s:e] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
