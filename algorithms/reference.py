@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from algorithms.logprobs import model_token_logprobs
+from algorithms.logprobs import TokenLogprobs, batch_token_logprobs
 from utils.atomic import atomic_path
 
 REFERENCE_MODES = ("copy", "precomputed", "adapter_off")
@@ -92,6 +92,23 @@ def eval_mode(model: torch.nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
+def frozen_batch_logprobs(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    adapter_off: bool = False,
+    impl: str = "chunked",
+    chunk_tokens: int | None = None,
+) -> TokenLogprobs:
+    """log π(y_t | x, y_<t) of a collated batch's labelled tokens (padded or packed) under a frozen
+    model: no grad, eval mode (dropout off) for the call, the LoRA adapter disabled when
+    ``adapter_off`` and the model is a peft model. Returns
+    :func:`~algorithms.logprobs.batch_token_logprobs`' grid. Used by CaPO and RLMEC (π_ref), their
+    precomputed pre-passes, and the RLMEC stages' teacher forcing (:func:`frozen_token_logprobs`)."""
+    off = adapter_disabled(model) if adapter_off and is_peft_model(model) else contextlib.nullcontext()
+    with off, eval_mode(model):
+        return batch_token_logprobs(model, batch, impl, chunk_tokens)
+
+
 def frozen_token_logprobs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -99,15 +116,10 @@ def frozen_token_logprobs(
     labels: torch.Tensor,
     adapter_off: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π(y_t | x, y_<t) of the labelled tokens under a frozen model: no grad, eval mode (dropout
-    off) for the call, the LoRA adapter disabled when ``adapter_off`` and the model is a peft model.
-
-    Returns ``(logp [B, T-1], mask [B, T-1])`` as :func:`~algorithms.logprobs.model_token_logprobs`.
-    Used by CaPO and RLMEC (π_ref), their precomputed pre-passes, and the RLMEC stages' teacher forcing.
-    """
-    off = adapter_disabled(model) if adapter_off and is_peft_model(model) else contextlib.nullcontext()
-    with off, eval_mode(model):
-        return model_token_logprobs(model, input_ids, attention_mask, labels)
+    """:func:`frozen_batch_logprobs` of a padded batch given as tensors: ``(logp [B, T-1], mask [B, T-1])``."""
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    out = frozen_batch_logprobs(model, batch, adapter_off)
+    return out.logp, out.mask
 
 
 def disable_dropout(model: torch.nn.Module) -> None:

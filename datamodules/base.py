@@ -12,7 +12,10 @@ import lightning as L
 import torch
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from algorithms.packing import PackingCollator
+from datamodules.batch_plan import PlannedBatchSampler
 from datamodules.resumable_sampler import ResumableSampler
+from utils.errors import ConfigError
 
 
 class TokenDataModule(L.LightningDataModule):
@@ -22,6 +25,12 @@ class TokenDataModule(L.LightningDataModule):
     Loaders are torchdata ``StatefulDataLoader``s over a ``ResumableSampler`` sharded by rank, so a
     mid-epoch resume is exact. Set ``trainer.use_distributed_sampler=false`` (the shipped trainer
     configs do): sharding happens here.
+
+    Batch shape (every chat-shaped DataModule): ``packing`` lays each batch's rows end to end with no
+    padding (``algorithms/packing.py``); ``max_tokens_per_batch`` cuts batches by a token budget instead
+    of ``batch_size`` rows; ``group_by_length`` batches rows of similar length (``batch_plan.py``). The
+    planned batches are a function of the sampler's order, so resume stays exact. Subclasses with those
+    options implement :meth:`example_lengths`.
     """
 
     def __init__(
@@ -31,8 +40,25 @@ class TokenDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         shuffle: bool = True,
+        packing: bool = False,
+        max_tokens_per_batch: int | None = None,
+        group_by_length: bool = False,
     ):
         super().__init__()
+        problems = []
+        if max_tokens_per_batch is not None and (
+            not isinstance(max_tokens_per_batch, int) or max_tokens_per_batch < 1
+        ):
+            problems.append(
+                f"data.max_tokens_per_batch={max_tokens_per_batch} must be null or a positive integer"
+            )
+        if group_by_length and max_tokens_per_batch is not None:
+            problems.append("data.group_by_length and data.max_tokens_per_batch exclude each other: set one")
+        if problems:
+            raise ConfigError(problems)
+        self.packing, self.max_tokens_per_batch = bool(packing), max_tokens_per_batch
+        self.group_by_length = bool(group_by_length)
+        self._lengths: dict[int, list[list[int]]] = {}
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -50,17 +76,49 @@ class TokenDataModule(L.LightningDataModule):
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
         return 0, 1
 
-    def _loader(self, dataset: Any, shuffle: bool, batch_size: int) -> StatefulDataLoader:
+    def example_lengths(self, dataset: Any) -> list[list[int]]:
+        """The lengths of the sequences each example of ``dataset`` adds to a batch (for a token budget
+        or length grouping)."""
+        raise NotImplementedError(f"{type(self).__name__} has no data.max_tokens_per_batch / group_by_length")
+
+    def _lengths_of(self, dataset: Any) -> list[list[int]]:
+        if id(dataset) not in self._lengths:
+            self._lengths[id(dataset)] = self.example_lengths(dataset)
+        return self._lengths[id(dataset)]
+
+    def _collate_fn(self) -> Any:
+        return PackingCollator(self.collate) if self.packing else self.collate
+
+    def _batch_sampler(self, dataset: Any, shuffle: bool, batch_size: int) -> PlannedBatchSampler | None:
+        if self.max_tokens_per_batch is None and not self.group_by_length:
+            return None
+        rank, world = self._rank_world()
+        return PlannedBatchSampler(
+            self._lengths_of(dataset),
+            batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+            max_tokens=self.max_tokens_per_batch,
+            group_by_length=self.group_by_length,
+            packed=self.packing,
+        )
+
+    def _loader(
+        self, dataset: Any, shuffle: bool, batch_size: int, planned: bool = True
+    ) -> StatefulDataLoader:
+        common = {
+            "collate_fn": self._collate_fn(),
+            "num_workers": self.num_workers,
+            "persistent_workers": False,
+        }
+        plan = self._batch_sampler(dataset, shuffle, batch_size) if planned else None
+        if plan is not None:
+            return StatefulDataLoader(dataset, batch_sampler=plan, **common)
         rank, world = self._rank_world()
         sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=self.seed, rank=rank, world_size=world)
-        return StatefulDataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            collate_fn=self.collate,
-            num_workers=self.num_workers,
-            persistent_workers=False,
-        )
+        return StatefulDataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
 
     def scoring_dataloader(self, split: str, batch_size: int | None = None) -> StatefulDataLoader:
         """A fixed-order (unshuffled), rank-sharded loader over ``split`` (``train`` | ``val``), for
@@ -68,7 +126,7 @@ class TokenDataModule(L.LightningDataModule):
         dataset = {"train": self.train_dataset, "val": self.val_dataset}.get(split)
         if dataset is None:
             raise ValueError(f"scoring_dataloader: no {split!r} split is set up")
-        return self._loader(dataset, False, batch_size or self.eval_batch_size)
+        return self._loader(dataset, False, batch_size or self.eval_batch_size, planned=False)
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader(self.train_dataset, self.shuffle, self.batch_size)
@@ -84,6 +142,9 @@ class TokenDataModule(L.LightningDataModule):
         would set up the train loader before its saved state is restored)."""
         if self.train_dataset is None:
             self.setup("fit")
+        plan = self._batch_sampler(self.train_dataset, self.shuffle, self.batch_size)
+        if plan is not None:
+            return len(plan)
         _, world = self._rank_world()
         per_rank = -(-len(self.train_dataset) // world)
         return -(-per_rank // self.batch_size)

@@ -91,6 +91,10 @@ class ChatDataModule(TokenDataModule):
             self.train_dataset, self.val_dataset = train.select(tr), train.select(va)
         self.collate = PadCollator(self.tokenizer.pad_token_id, self.pad_to_multiple_of)
 
+    def example_lengths(self, dataset: datasets.Dataset) -> list[list[int]]:
+        """Each conversation is one row."""
+        return [[len(ids)] for ids in dataset.select_columns(["input_ids"]).to_dict()["input_ids"]]
+
     def to_messages(self, record: Record) -> list[dict[str, str]]:
         """One record as chat messages. Subclasses override this to train on other record formats
         (e.g. reasoning ``{"question", "answer"}`` pairs rendered with the evaluation prompt)."""

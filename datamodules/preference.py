@@ -236,6 +236,14 @@ class PreferenceDataModule(TokenDataModule):
         if self.skipped:
             log.warning("%s", self.skip_report())
 
+    def example_lengths(self, dataset: datasets.Dataset) -> list[list[int]]:
+        """Each pair adds two rows: context + chosen, context + rejected."""
+        cols = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).to_dict()
+        return [
+            [len(p) + len(c), len(p) + len(r)]
+            for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"])
+        ]
+
     def dataset(self, split: str) -> datasets.Dataset | None:
         return {"train": self.train_dataset, "val": self.val_dataset}[split]
 

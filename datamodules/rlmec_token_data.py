@@ -185,6 +185,13 @@ class RLMECDataModule(TokenDataModule):
         self.max_length, self.truncation, self.pad_to_multiple_of = max_length, truncation, pad_to_multiple_of
         self.tokenizer: Any = None
 
+    def example_lengths(self, dataset: list[dict[str, Any]]) -> list[list[int]]:
+        """Each record adds two rows: prompt + original response, prompt + rewrite."""
+        return [
+            [len(r["prompt_ids"]) + len(r["response_ids"]), len(r["prompt_ids"]) + len(r["rewrite_ids"])]
+            for r in dataset
+        ]
+
     def load(self, path: str) -> list[dict[str, Any]]:
         """Read and validate every record of ``path`` (stops at the first bad one)."""
         vocab = len(self.tokenizer)

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from algorithms import reference as ref_lib
-from algorithms.logprobs import masked_nll, model_token_logprobs
+from algorithms.logprobs import masked_nll
 from algorithms.losses.capo import LOSS_TYPES, capo_loss
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.components.precomputed_reference import PrecomputedReference
@@ -95,8 +95,12 @@ class CaPOModule(CausalLMModule):
         ipo_normalize_length: bool = True,
         precompute_batch_size: int | None = None,
         disable_dropout: bool = True,
+        logprob_impl: str = "chunked",
+        logprob_chunk_tokens: int | None = None,
     ):
-        super().__init__(model, optimizer, scheduler, compile, fsdp_param_dtype)
+        super().__init__(
+            model, optimizer, scheduler, compile, fsdp_param_dtype, logprob_impl, logprob_chunk_tokens
+        )
         problems = ref_lib.reference_config_problems(reference, self.model_cfg)
         if loss_type not in LOSS_TYPES:
             problems.append(f"module.loss_type={loss_type!r} must be one of {', '.join(LOSS_TYPES)}")
@@ -160,9 +164,10 @@ class CaPOModule(CausalLMModule):
     def sequence_logps(
         self, model: torch.nn.Module, batch: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed response log-probs [2B] and response token counts [2B] of a collated batch."""
-        logp, mask = model_token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-        return logp.sum(-1), mask.sum(-1)
+        """Summed response log-probs [2B] and response token counts [2B] of a collated batch (padded or
+        packed: the log-probs come back on the padded grid either way)."""
+        scores = self.batch_logprobs(batch, model)
+        return scores.logp.sum(-1), scores.mask.sum(-1)
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -182,11 +187,15 @@ class CaPOModule(CausalLMModule):
     def _frozen_sequence_logps(
         self, model: torch.nn.Module, batch: dict[str, Any], adapter_off: bool
     ) -> torch.Tensor:
-        """Summed response log-probs [2B] under a frozen model (``ref_lib.frozen_token_logprobs``)."""
-        logp, _ = ref_lib.frozen_token_logprobs(
-            model, batch["input_ids"], batch["attention_mask"], batch["labels"], adapter_off=adapter_off
+        """Summed response log-probs [2B] under a frozen model (``ref_lib.frozen_batch_logprobs``)."""
+        scores = ref_lib.frozen_batch_logprobs(
+            model,
+            batch,
+            adapter_off=adapter_off,
+            impl=self.logprob_impl,
+            chunk_tokens=self.logprob_chunk_tokens,
         )
-        return logp.sum(-1)
+        return scores.logp.sum(-1)
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The CaPO loss of one batch and its per-pair metrics (see ``capo_loss``)."""

@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from algorithms.logprobs import LOGPROB_IMPLS, TokenLogprobs, batch_token_logprobs
 from lightning_modules.components.optim import build_optimizer_and_scheduler
 from models import build_model, decoder_layers, load_tokenizer, save_model_code
 from utils.errors import ConfigError
@@ -105,14 +106,26 @@ class CausalLMModule(L.LightningModule):
         scheduler: dict[str, Any] | None = None,
         compile: bool = False,
         fsdp_param_dtype: str | None = None,
+        logprob_impl: str = "chunked",
+        logprob_chunk_tokens: int | None = None,
     ):
         super().__init__()
+        problems = []
         if fsdp_param_dtype is not None and fsdp_param_dtype not in FSDP_PARAM_DTYPES:
-            raise ConfigError(
-                [
-                    f"module.fsdp_param_dtype={fsdp_param_dtype!r} must be null or one of {', '.join(FSDP_PARAM_DTYPES)}"
-                ]
+            problems.append(
+                f"module.fsdp_param_dtype={fsdp_param_dtype!r} must be null or one of {', '.join(FSDP_PARAM_DTYPES)}"
             )
+        if logprob_impl not in LOGPROB_IMPLS:
+            problems.append(f"module.logprob_impl={logprob_impl!r} must be one of {', '.join(LOGPROB_IMPLS)}")
+        if logprob_chunk_tokens is not None and (
+            not isinstance(logprob_chunk_tokens, int) or logprob_chunk_tokens < 1
+        ):
+            problems.append(
+                f"module.logprob_chunk_tokens={logprob_chunk_tokens} must be null or a positive integer"
+            )
+        if problems:
+            raise ConfigError(problems)
+        self.logprob_impl, self.logprob_chunk_tokens = logprob_impl, logprob_chunk_tokens
         model, optimizer, scheduler = as_dict(model), as_dict(optimizer), as_dict(scheduler)
         self.save_hyperparameters(
             {
@@ -121,6 +134,8 @@ class CausalLMModule(L.LightningModule):
                 "scheduler": scheduler,
                 "compile": compile,
                 "fsdp_param_dtype": fsdp_param_dtype,
+                "logprob_impl": logprob_impl,
+                "logprob_chunk_tokens": logprob_chunk_tokens,
             }
         )
         self.model_cfg, self.optimizer_cfg, self.scheduler_cfg = model, optimizer, scheduler
@@ -171,6 +186,13 @@ class CausalLMModule(L.LightningModule):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def batch_logprobs(self, batch: dict[str, Any], model: torch.nn.Module | None = None) -> TokenLogprobs:
+        """Token log-probs of a padded or packed batch under ``model`` (the policy by default), with the
+        module's ``logprob_impl`` (``algorithms.logprobs.batch_token_logprobs``)."""
+        return batch_token_logprobs(
+            self.model if model is None else model, batch, self.logprob_impl, self.logprob_chunk_tokens
+        )
 
     # ---- optimisation ------------------------------------------------------------------------
     def total_training_steps(self) -> int:

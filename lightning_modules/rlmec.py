@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 import torch
 
 from algorithms import reference as ref_lib
-from algorithms.logprobs import model_token_logprobs
 from algorithms.losses.rlmec import NORMALIZERS, rlmec_loss
 from lightning_modules.causal_lm import CausalLMModule
 from utils.errors import ConfigError
@@ -57,8 +56,12 @@ class RLMECModule(CausalLMModule):
         normalizer: str = "nonzero",
         reward_mode: str = "token",
         disable_dropout: bool = True,
+        logprob_impl: str = "chunked",
+        logprob_chunk_tokens: int | None = None,
     ):
-        super().__init__(model, optimizer, scheduler, compile, fsdp_param_dtype)
+        super().__init__(
+            model, optimizer, scheduler, compile, fsdp_param_dtype, logprob_impl, logprob_chunk_tokens
+        )
         problems = []
         if not float(epsilon) >= 0:
             problems.append(f"module.epsilon={epsilon} must be >= 0")
@@ -87,9 +90,7 @@ class RLMECModule(CausalLMModule):
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The RLMEC loss of one collated batch (B originals then B rewrites) and its metrics."""
         b = batch["correct"].shape[0]
-        logp, mask = model_token_logprobs(
-            self.model, batch["input_ids"], batch["attention_mask"], batch["labels"]
-        )
+        logp, mask, _ = self.batch_logprobs(batch)  # padded or packed: on the padded grid either way
         # per-token fields sit at their token's position; log-probs of token t sit at t-1
         rewards, ref_logps, weights = (batch[k][:, 1:].float() for k in ("rewards", "ref_logps", "weights"))
         if self.reward_mode == "sequence":

@@ -113,7 +113,9 @@ def test_head_on_counted_positions_only_gives_the_full_logits_loss(tokenizer):
     labels[1, 3:9] = -100
     labels[2, :] = -100
     labels[2, 7] = ids[2, 7]
-    logits, targets, mask = labelled_logits(model, ids, torch.ones_like(ids), labels)
+    logits, targets, mask = labelled_logits(
+        model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, labels
+    )
     full = model(input_ids=ids).logits
     assert logits.shape == (int(mask.sum()), len(tokenizer)) and torch.equal(targets, labels[:, 1:][mask])
     torch.testing.assert_close(logits, full[:, :-1][mask], rtol=1e-5, atol=1e-5)
@@ -123,3 +125,11 @@ def test_head_on_counted_positions_only_gives_the_full_logits_loss(tokenizer):
     assert int(stats["tokens"]) == int(ref_stats["tokens"]) and int(stats["correct"]) == int(
         ref_stats["correct"]
     )
+    # the default path: the head chunk by chunk on the counted positions, never the [N, V] logits
+    from algorithms.logprobs import batch_token_logprobs, masked_nll
+
+    chunked = batch_token_logprobs(
+        model, {"input_ids": ids, "attention_mask": None, "labels": labels}, "chunked", 3
+    )
+    torch.testing.assert_close(masked_nll(chunked.logp, chunked.mask), ref, rtol=1e-5, atol=1e-6)
+    assert int(chunked.correct.sum()) == int(ref_stats["correct"])
