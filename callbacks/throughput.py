@@ -3,7 +3,8 @@
 Lightning's ``ThroughputMonitor`` logs rates to the loggers only; the GPU check (``scripts/gpu_check.py``)
 needs one record per run with peak memory beside them, so this small callback measures the same
 quantities itself. Tokens are the non-padding tokens of each batch (``attention_mask.sum()``, or every
-``input_ids`` position for a padding-free packed batch). The first ``warmup_steps`` steps (compilation,
+``input_ids`` position for a padding-free packed batch); a module that makes its own tokens inside the
+step (online RL: generated plus trained tokens) reports them as ``step_tokens``. The first ``warmup_steps`` steps (compilation,
 allocator warm-up) are left out of the rates.
 
 MFU = 6 · N · tokens/s / peak FLOP/s (the usual dense-transformer estimate: a forward and a backward
@@ -71,6 +72,9 @@ class ThroughputProbe(L.Callback):
     ) -> None:
         self._sync(trainer)
         elapsed = time.perf_counter() - self._start
+        own = getattr(pl_module, "step_tokens", None)
+        if isinstance(own, int):
+            self._batch_tokens = own
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             self.losses.append(float(loss.detach().float()))

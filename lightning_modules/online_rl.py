@@ -268,6 +268,7 @@ class OnlineRLModule(CausalLMModule):
             t.num_tokens * self.cfg["inner_steps"] / max(train_s, 1e-9)
         )
         self.log_metrics("train", loss, metrics, len(prompts))
+        self.step_tokens = gen_tokens + t.num_tokens * self.cfg["inner_steps"]  # callbacks/throughput.py
         return loss
 
     def optimise(
