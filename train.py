@@ -6,6 +6,7 @@ metrics; ``main`` returns ``cfg.optimized_metric`` so sweepers (Optuna) can opti
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -45,7 +46,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     from utils.run_lock import RunFolderLock
     from utils.temp_files import remove_stale_temp_files
 
-    validate_train_config(cfg, model_config_problems)
+    packing = bool((cfg.get("data") or {}).get("packing"))
+    validate_train_config(cfg, functools.partial(model_config_problems, packing=packing))
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     # A truncated/corrupt checkpoint or one of another model shape fails here, not mid-fit.

@@ -45,11 +45,11 @@ def save_model_code(model: torch.nn.Module, out_dir: str | Path) -> bool:
     return False
 
 
-def model_config_problems(cfg: Mapping[str, Any]) -> list[str]:
+def model_config_problems(cfg: Mapping[str, Any], packing: bool = False) -> list[str]:
     """Start-up problems of a ``model`` config, found without building it (kinds with a ``check``)."""
     if cfg.get("kind", "hf") not in MODEL_KINDS:
         return [f"model.kind={cfg.get('kind')!r} must be one of {', '.join(repr(k) for k in MODEL_KINDS)}"]
-    return get_model_kind(cfg.get("kind", "hf")).problems(cfg)
+    return get_model_kind(cfg.get("kind", "hf")).problems(cfg, packing)
 
 
 def apply_lora(model: PreTrainedModel, lora: Mapping[str, Any]) -> PreTrainedModel:

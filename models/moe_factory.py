@@ -157,5 +157,6 @@ for _name in MOE_KINDS:
             hf_classes=(QuartetMoEConfig, QuartetMoEModel, QuartetMoEForCausalLM),
             write_code=write_remote_code,
             built_from_config=_name == "moe",
+            packs_rows=False,  # QuartetAttention is one causal SDPA over the whole sequence
         )
     )

@@ -36,6 +36,9 @@ class ModelKind:
         needs_pretrained: the kind loads weights from ``model.pretrained`` (a folder or hub id).
         built_from_config: the kind is built from its config alone (no weights read), so the
             checkpoint pre-load check can build it on the meta device to compare shapes.
+        packs_rows: its attention reads the row boundaries of a padding-free packed batch
+            (``data.packing``, docs/packing.md); a kind whose attention doesn't would let packed rows
+            attend to each other, so packing is refused for it at start-up.
     """
 
     name: str
@@ -46,12 +49,20 @@ class ModelKind:
     write_code: Callable[[Path], Any] | None = None
     needs_pretrained: bool = False
     built_from_config: bool = False
+    packs_rows: bool = True
 
-    def problems(self, cfg: Mapping[str, Any]) -> list[str]:
-        """Every start-up problem of a ``model`` config of this kind, found without building it."""
+    def problems(self, cfg: Mapping[str, Any], packing: bool = False) -> list[str]:
+        """Every start-up problem of a ``model`` config of this kind (with ``data.packing`` when
+        ``packing``), found without building it."""
         out = list(self.check(cfg)) if self.check is not None else []
         if self.needs_pretrained and not cfg.get("pretrained"):
             out.append(f"model.pretrained must name a folder or hub id for model.kind={self.name}")
+        if packing and not self.packs_rows:
+            out.append(
+                f"data.packing=true: model.kind={self.name}'s attention reads no row boundaries, so packed "
+                "rows would attend to each other; use data.packing=false (data.max_tokens_per_batch or "
+                "data.group_by_length=true also cut padding)"
+            )
         return out
 
 

@@ -24,3 +24,14 @@ def test_weight_loading_kinds_need_pretrained_and_config_built_kinds_are_flagged
     )
     flags = {k: get_model_kind(k).built_from_config for k in ("tiny", "hf", "moe", "moe_upcycle")}
     assert flags == {"tiny": True, "hf": False, "moe": True, "moe_upcycle": False}
+
+
+def test_packing_is_refused_for_a_kind_whose_attention_reads_no_row_boundaries():
+    moe = {"kind": "moe", "num_experts": 2}
+    assert not any("data.packing" in p for p in model_config_problems(moe))
+    assert any(
+        p.startswith("data.packing=true: model.kind=moe's attention reads no row boundaries")
+        for p in model_config_problems(moe, packing=True)
+    )
+    tiny = {"kind": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
+    assert model_config_problems(tiny, packing=True) == []
