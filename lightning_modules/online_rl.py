@@ -301,16 +301,20 @@ class OnlineRLModule(CausalLMModule):
                 metrics.update(value_loss=vloss.detach(), **vm)
                 if ref is not None:
                     metrics["kl"] = ((ref - logp.detach()).exp() - (ref - logp.detach()) - 1)[mask].mean()
-            opt.zero_grad()
-            self.manual_backward(loss)
-            if self.cfg["max_grad_norm"]:
-                self.clip_gradients(
-                    opt, gradient_clip_val=self.cfg["max_grad_norm"], gradient_clip_algorithm="norm"
-                )
-            opt.step()
-            if sched is not None:
-                sched.step()
+            self.optimizer_step_on(loss, opt, sched)
         return loss.detach(), metrics
+
+    def optimizer_step_on(self, loss: torch.Tensor, opt: Any, sched: Any) -> None:
+        """One manual optimisation step: backward, clip to ``max_grad_norm`` (when set), step, schedule."""
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.cfg["max_grad_norm"]:
+            self.clip_gradients(
+                opt, gradient_clip_val=self.cfg["max_grad_norm"], gradient_clip_algorithm="norm"
+            )
+        opt.step()
+        if sched is not None:
+            sched.step()
 
     def rollout_metrics(
         self, rewards: torch.Tensor, parts: dict[str, torch.Tensor], t: RolloutTensors

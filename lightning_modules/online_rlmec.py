@@ -209,13 +209,5 @@ class OnlineRLMECModule(OnlineRLModule):
                 logp[:n], ref, r, mask[:n], logp[n:], w, rmask, correct=torch.tensor(correct, device=self.device),
                 epsilon=self.rlmec_epsilon, lam=self.lam, normalizer=self.normalizer,
             )  # fmt: skip
-            opt.zero_grad()
-            self.manual_backward(loss)
-            if self.cfg["max_grad_norm"]:
-                self.clip_gradients(
-                    opt, gradient_clip_val=self.cfg["max_grad_norm"], gradient_clip_algorithm="norm"
-                )
-            opt.step()
-            if sched is not None:
-                sched.step()
+            self.optimizer_step_on(loss, opt, sched)
         return loss.detach(), {k: metrics[k] for k in RLMEC_LOGGED}, t.num_tokens
