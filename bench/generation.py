@@ -322,7 +322,15 @@ class VLLMWorker:
         }
         (work / "request.json").write_text(json.dumps(request))
         cmd = [python, str(ROOT / "scripts" / "vllm_greedy_worker.py"), str(work / "request.json")]
-        env = {**__import__("os").environ, "VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
+        # Like tests_vllm: a 1 GiB KV cache, offline; one OpenMP thread bound to core 0 (as ours: 1 thread).
+        env = {k: v for k, v in __import__("os").environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        env.update(
+            VLLM_CPU_KVCACHE_SPACE="1",
+            HF_HUB_OFFLINE="1",
+            VLLM_NO_USAGE_STATS="1",
+            VLLM_CPU_OMP_THREADS_BIND="0",
+            OMP_NUM_THREADS="1",
+        )
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         while (line := self.proc.stdout.readline()) and line.strip() != "ready":
             pass
@@ -332,7 +340,12 @@ class VLLMWorker:
     def run(self) -> tuple[float, list[list[int]]]:
         self.proc.stdin.write("run\n")
         self.proc.stdin.flush()
-        reply = json.loads(self.proc.stdout.readline())
+        line = ""
+        while not line.startswith('{"seconds"'):  # vLLM logs to stdout too
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the vLLM worker exited during a run")
+        reply = json.loads(line)
         return reply["seconds"], reply["token_ids"]
 
     def close(self) -> None:
