@@ -18,6 +18,8 @@ Implementations (select by name, see :data:`DISPATCH_IMPLS`):
   (``FUSED_GEMM``); the SwiGLU runs once per block, its sigmoid is kept so backward needs no
   transcendental; weight gradients are written per expert slice (first product with ``out=``,
   later ones ``addmm_``), never zero-filled whole per expert.
+  On CPU, batches of at most ``FUSED_SMALL_PAIRS_ON_CPU`` pairs go to ``"grouped_mm"`` instead
+  (measured faster there at small token counts).
 * ``"loop"``: plain autograd, a loop over non-empty experts with ``W.unbind(0)`` (indexing ``W[e]``
   would make backward zero-fill the whole weight gradient once per expert).
 * ``"grouped_mm"``: ``torch._grouped_mm`` over the sorted pairs, where that op exists and runs.
