@@ -87,30 +87,7 @@ def test_fused_blocks_and_gemm_modes_match_reference(monkeypatch, gemm, block_ro
         torch.testing.assert_close(a, b, **TOL)
 
 
-def test_small_cpu_batches_go_to_grouped_mm_with_the_fused_results(monkeypatch):
-    if not dispatch_mod.grouped_mm_supported("cpu", torch.float32):
-        pytest.skip("torch._grouped_mm does not run on this CPU build")
-    calls = []
-    original = dispatch_mod.grouped_mm_experts
-    monkeypatch.setattr(dispatch_mod, "grouped_mm_experts", lambda *a: calls.append(1) or original(*a))
-    x, gate_up, down, mask, weights, grad_out = make_problem(37, 16, 12, 5, 0.4, (2,), seed=3)
-    tensors = [x, gate_up, down, weights]
-    small, small_grads = grads_of(
-        lambda: moe_dispatch(x, mask, weights, gate_up, down, impl="fused"), tensors, grad_out
-    )
-    assert calls == [1]
-    monkeypatch.setattr(dispatch_mod, "FUSED_SMALL_PAIRS_ON_CPU", 0)  # the custom autograd.Function
-    big, big_grads = grads_of(
-        lambda: moe_dispatch(x, mask, weights, gate_up, down, impl="fused"), tensors, grad_out
-    )
-    assert calls == [1]
-    torch.testing.assert_close(small, big, **TOL)
-    for a, b in zip(small_grads, big_grads):
-        torch.testing.assert_close(a, b, **TOL)
-
-
-def test_fused_skips_gradients_that_are_not_needed(monkeypatch):
-    monkeypatch.setattr(dispatch_mod, "FUSED_SMALL_PAIRS_ON_CPU", 0)  # test the custom autograd.Function
+def test_fused_skips_gradients_that_are_not_needed():
     x, gate_up, down, mask, weights, grad_out = make_problem(20, 8, 8, 4, 0.5, ())
     gate_up.requires_grad_(False)
     out = moe_dispatch(x, mask, weights, gate_up, down, impl="fused")

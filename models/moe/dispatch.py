@@ -18,8 +18,6 @@ Implementations (select by name, see :data:`DISPATCH_IMPLS`):
   (``FUSED_GEMM``); the SwiGLU runs once per block, its sigmoid is kept so backward needs no
   transcendental; weight gradients are written per expert slice (first product with ``out=``,
   later ones ``addmm_``), never zero-filled whole per expert.
-  On CPU, batches of at most ``FUSED_SMALL_PAIRS_ON_CPU`` pairs go to ``"grouped_mm"`` instead
-  (measured faster there at small token counts).
 * ``"loop"``: plain autograd, a loop over non-empty experts with ``W.unbind(0)`` (indexing ``W[e]``
   would make backward zero-fill the whole weight gradient once per expert).
 * ``"grouped_mm"``: ``torch._grouped_mm`` over the sorted pairs, where that op exists and runs.
@@ -342,25 +340,10 @@ def _blocks(plan: DispatchPlan, rows: int, num_experts: int, grouped: bool) -> t
     return tuple(blocks)
 
 
-FUSED_SMALL_PAIRS_ON_CPU = 4096
-"""On CPU, up to this many (token, expert) pairs the fused dispatch hands over to ``grouped_mm_experts``
-(plain autograd over ``torch._grouped_mm``), where that op runs: ``bench/moe_layer.py`` measured it
-faster than the blocked per-expert GEMMs at 512 and 2048 tokens (top-2, 8 experts: 0.93-0.99x and
-0.83-0.95x the time in two runs) and slower at 8192 (1.15-1.25x)."""
-
-
 def fused_experts(
     x: Tensor, plan: DispatchPlan, pair_weights: Tensor, gate_up: Tensor, down: Tensor
 ) -> Tensor:
-    """Custom-autograd dispatch (the default; see module docstring). Small CPU batches go to
-    :func:`grouped_mm_experts` (see :data:`FUSED_SMALL_PAIRS_ON_CPU`)."""
-    if (
-        x.device.type == "cpu"
-        and FUSED_GEMM == "auto"
-        and plan.token_idx.numel() <= FUSED_SMALL_PAIRS_ON_CPU
-        and grouped_mm_supported("cpu", x.dtype)
-    ):
-        return grouped_mm_experts(x, plan, pair_weights, gate_up, down)
+    """Custom-autograd dispatch (the default; see module docstring)."""
     grouped = FUSED_GEMM == "grouped" or (FUSED_GEMM == "auto" and _use_grouped_gemm(x, gate_up, down))
     blocks = _blocks(plan, FUSED_BLOCK_ROWS, gate_up.shape[0], grouped)
     return _FusedSwiGLUExperts.apply(x, plan.token_idx, pair_weights, gate_up, down, blocks)
