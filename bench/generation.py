@@ -35,11 +35,8 @@ The token ids of ``compiled`` must equal ``eager``'s (checked; the run fails oth
 agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is compiled / vLLM tokens/s where
 vLLM ran, else compiled / eager (the ``baseline`` field names which).
 
-What separates the HF backend from vLLM on CPU (see docs/inference_speed.md): vLLM runs its own
-attention and GEMM kernels (oneDNN/IPEX-style, weights pre-packed once), a paged KV cache and a
-scheduler written to keep Python out of the per-token path, while ours runs ``transformers``' modelling
-code op by op; ``torch.compile`` removes most of the Python and dispatcher overhead of a step and fuses
-the element-wise ops, but the GEMMs stay ATen's.
+What separates the HF backend from vLLM on CPU is written up in docs/decoding_speed.md (measured:
+compiled 0.77x eager, eager about 0.41x vLLM, SmolLM2 fp32 on a loaded 2-core machine).
 """
 
 from __future__ import annotations

@@ -55,8 +55,9 @@ class HFBackend(GenerationBackend):
         model_id: fixed name for cache keys; by default ``"<name_or_path>@<weight fingerprint>"``,
             recomputed on every access so that a model trained in between never reuses stale samples.
         decode: ``"eager"`` (default) or ``"compiled"``: a static KV cache and a ``torch.compile``-d
-            decode step (:mod:`inference.static_decode`; same greedy text, faster per step once
-            compiled, one compile per batch shape). ``"static"`` is the same without compiling.
+            decode step (:mod:`inference.static_decode`; same greedy text, one compile per batch
+            shape; measured slower than eager for SmolLM2 on CPU, see docs/decoding_speed.md).
+            ``"static"`` is the same without compiling.
     """
 
     def __init__(
