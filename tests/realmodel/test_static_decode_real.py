@@ -12,7 +12,7 @@ from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
 from tests.realmodel.conftest import DIALOGUES
 
-pytestmark = [pytest.mark.realmodel, pytest.mark.slow]
+pytestmark = pytest.mark.realmodel
 
 
 def test_static_cache_greedy_tokens_equal_the_eager_loop(real_model_dir, real_tokenizer) -> None:
