@@ -1,4 +1,6 @@
-"""Benchmark: sampling m reasoning paths per question, ours vs plain ``transformers`` generate.
+"""Benchmark: decoding throughput, two workloads (``--workload sampling`` is the default).
+
+**sampling**: m reasoning paths per question, ours vs plain ``transformers`` generate.
 
 Variants (same prompts, same sampling settings: temperature 0.7, top_p 0.95, no top-k, and exactly
 ``--new-tokens`` tokens per sequence for all, since the models have no EOS):
@@ -16,6 +18,25 @@ rotated each round) and the medians of the per-round ratios are reported. The LA
 ``"ratio"`` = ours / batched tokens/s, the worst case over the two models.
 
 Run: ``python bench/generation.py`` (about 2 minutes on 2 cores).
+
+**greedy** (``--workload greedy``): the real model of the test tier (SmolLM2-135M-Instruct, fp32, prepared
+by ``make real-model``), 16 chat prompts (the user turns of ``data/realmodel/dialogues.jsonl``, chat
+template applied), exactly 128 new tokens each (EOS ignored), one batch of 16. Variants, interleaved in
+rounds with the order rotated:
+
+- ``compiled``: ``generate_token_ids(decode="compiled")``: static KV cache and a ``torch.compile``-d
+  decode step (its one-time compile is done in a warm-up call, outside the timing);
+- ``eager``: today's decoder (``decode="eager"``, dynamic preallocated cache);
+- ``hf_generate``: ``model.generate(do_sample=False)`` on the same left-padded batch;
+- ``vllm``: vLLM's offline engine (fp32, ``enforce_eager``) in ``.venv-vllm`` through
+  ``scripts/vllm_greedy_worker.py``, timed inside that process; only where ``.venv-vllm`` exists.
+
+The token ids of ``compiled`` must equal ``eager``'s (checked; the run fails otherwise), and the
+agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is compiled / vLLM tokens/s where
+vLLM ran, else compiled / eager (the ``baseline`` field names which).
+
+What separates the HF backend from vLLM on CPU is written up in docs/decoding_speed.md (measured:
+compiled 0.77x eager, eager about 0.41x vLLM, SmolLM2 fp32 on a loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -25,11 +46,14 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
+
+ROOT = Path(__file__).resolve().parents[1]
 
 MODELS = {
     "tiny": {
@@ -134,8 +158,11 @@ def greedy_check(model, prompts) -> bool:
     return ref[:, ids.shape[1] :].tolist() == [g[0].token_ids for g in ours]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="Sampling m paths per question: ours vs transformers generate")
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description="Decoding throughput: sampling paths, or greedy on the real model"
+    )
+    ap.add_argument("--workload", choices=("sampling", "greedy"), default="sampling")
     ap.add_argument(
         "--threads", type=int, default=1, help="torch threads (1 is stable on shared 2-core boxes)"
     )
@@ -151,8 +178,28 @@ def main() -> None:
     ap.add_argument("--prompt-max", type=int, default=100)
     ap.add_argument("--vocab", type=int, default=1024)
     ap.add_argument("--models", default="tiny,6M")
-    args = ap.parse_args()
+    ap.add_argument("--greedy-prompts", type=int, default=16)
+    ap.add_argument("--greedy-new-tokens", type=int, default=128)
+    ap.add_argument(
+        "--vllm-python",
+        default=str(ROOT / ".venv-vllm" / "bin" / "python")
+        if (ROOT / ".venv-vllm" / ".installed").exists()
+        else "",
+        help="python of a venv with vllm (default: .venv-vllm's, once `make venv-vllm` has finished)",
+    )
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
+    if args.workload == "greedy":
+        greedy_main(args)
+    else:
+        sampling_main(args)
+
+
+def sampling_main(args: argparse.Namespace) -> None:
     prompts = make_prompts(args.questions, args.prompt_min, args.prompt_max, args.vocab)
     tokens = args.questions * args.m * args.new_tokens
     summary: dict[str, dict] = {}
@@ -237,6 +284,183 @@ def main() -> None:
         "threads": args.threads,
         "rounds": args.rounds,
         "loop_questions": args.loop_questions,
+    }
+    print(json.dumps(result))
+
+
+# ---- the greedy workload -----------------------------------------------------------------------------
+def greedy_prompts(tokenizer, count: int) -> list[list[int]]:
+    """Token ids of ``count`` chat prompts: the user turns of the real-model dialogues, in file order."""
+    from inference.chat import encode_prompt
+
+    turns = []
+    for line in (ROOT / "data" / "realmodel" / "dialogues.jsonl").read_text().splitlines():
+        turns += [m["content"] for m in json.loads(line)["messages"] if m["role"] == "user"]
+    if len(turns) < count:
+        raise SystemExit(
+            f"error: only {len(turns)} user turns in data/realmodel/dialogues.jsonl, need {count}"
+        )
+    return [encode_prompt(tokenizer, [{"role": "user", "content": t}]) for t in turns[:count]]
+
+
+class VLLMWorker:
+    """scripts/vllm_greedy_worker.py in .venv-vllm, driven over pipes (one engine for every round)."""
+
+    def __init__(self, python: str, model: Path, prompts: list[list[int]], new_tokens: int, work: Path):
+        import subprocess
+
+        request = {
+            "model": str(model),
+            "prompt_ids": prompts,
+            "new_tokens": new_tokens,
+            "engine": {"dtype": "float32", "enforce_eager": True, "max_model_len": 2048, "seed": 0},
+        }
+        (work / "request.json").write_text(json.dumps(request))
+        cmd = [python, str(ROOT / "scripts" / "vllm_greedy_worker.py"), str(work / "request.json")]
+        # Like tests_vllm: a 1 GiB KV cache, offline; one OpenMP thread bound to core 0 (as ours: 1 thread).
+        env = {k: v for k, v in __import__("os").environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+        env.update(
+            VLLM_CPU_KVCACHE_SPACE="1",
+            HF_HUB_OFFLINE="1",
+            VLLM_NO_USAGE_STATS="1",
+            VLLM_CPU_OMP_THREADS_BIND="0",
+            OMP_NUM_THREADS="1",
+        )
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        while (line := self.proc.stdout.readline()) and line.strip() != "ready":
+            pass
+        if not line:
+            raise RuntimeError("the vLLM worker exited before it was ready")
+
+    def run(self) -> tuple[float, list[list[int]]]:
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        line = ""
+        while not line.startswith('{"seconds"'):  # vLLM logs to stdout too
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the vLLM worker exited during a run")
+        reply = json.loads(line)
+        return reply["seconds"], reply["token_ids"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
+def greedy_variants(model, prompts: list[list[int]], new_tokens: int, pad: int) -> dict[str, Callable]:
+    """Each callable decodes the batch greedily and returns (seconds, token ids per prompt)."""
+    params = SamplingParams(max_new_tokens=new_tokens, ignore_eos=True)
+    ids, mask = left_pad(prompts)
+
+    def ours(decode: str) -> Callable:
+        @torch.inference_mode()
+        def run() -> tuple[float, list[list[int]]]:
+            start = time.perf_counter()
+            out = generate_token_ids(
+                model, prompts, params, eos_token_ids=[], pad_token_id=pad, decode=decode
+            )
+            return time.perf_counter() - start, [g[0].token_ids for g in out]
+
+        return run
+
+    @torch.inference_mode()
+    def hf_generate() -> tuple[float, list[list[int]]]:
+        start = time.perf_counter()
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            pad_token_id=pad,
+        )
+        return time.perf_counter() - start, out[:, ids.shape[1] :].tolist()
+
+    return {"compiled": ours("compiled"), "eager": ours("eager"), "hf_generate": hf_generate}
+
+
+def greedy_rounds(fns: dict[str, Callable], rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
+    """Interleaved rounds (order rotated each round): seconds per variant per round, and the last ids."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    ids: dict[str, list] = {}
+    for r in range(rounds):
+        for v in names[r % len(names) :] + names[: r % len(names)]:
+            seconds, ids[v] = fns[v]()
+            times[v].append(seconds)
+    return times, ids
+
+
+def greedy_main(args: argparse.Namespace) -> None:
+    import importlib.util
+    import tempfile
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "prepare_real_model", root / "scripts" / "prepare_real_model.py"
+    )
+    prepare_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prepare_module)
+    folder = prepare_module.prepare()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    prompts = greedy_prompts(tok, args.greedy_prompts)
+    pad = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
+    fns = greedy_variants(model, prompts, args.greedy_new_tokens, pad)
+    compile_s, _ = fns["compiled"]()  # warm-up: the one-time compile
+    for v in ("eager", "hf_generate"):
+        fns[v]()
+    worker = None
+    with tempfile.TemporaryDirectory() as work:
+        if args.vllm_python:
+            worker = VLLMWorker(args.vllm_python, folder, prompts, args.greedy_new_tokens, Path(work))
+            worker.run()
+            fns["vllm"] = worker.run
+        times, ids = greedy_rounds(fns, args.rounds)
+        if worker is not None:
+            worker.close()
+    greedy_report(args, times, ids, compile_s)
+
+
+def greedy_report(
+    args: argparse.Namespace, times: dict[str, list[float]], ids: dict, compile_s: float
+) -> None:
+    tokens = args.greedy_prompts * args.greedy_new_tokens
+    if ids["compiled"] != ids["eager"]:
+        raise SystemExit("error: compiled greedy tokens differ from the eager decoder's")
+    ratios = {
+        b: statistics.median(tb / tc for tb, tc in zip(times[b], times["compiled"]))
+        for b in times
+        if b != "compiled"
+    }
+    print(
+        f"greedy: {args.greedy_prompts} prompts x {args.greedy_new_tokens} new tokens, SmolLM2-135M fp32, "
+        f"threads={args.threads}, rounds={args.rounds}, first compile {compile_s:.1f} s (not timed)"
+    )
+    print(f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'compiled/this':>14} {'same ids as eager':>18}")
+    for v, ts in times.items():
+        med = statistics.median(ts)
+        rel = f"{ratios[v]:.2f}x" if v in ratios else ""
+        same = sum(a == b for a, b in zip(ids[v], ids["eager"]))
+        print(f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>14} {same:>15}/{len(ids['eager'])}")
+    base = "vllm" if "vllm" in ratios else "eager"
+    result = {
+        "ratio": round(ratios[base], 3),
+        "baseline": {
+            "vllm": "vLLM 0.32 CPU offline engine, fp32, enforce_eager, same prompt ids (tokens/s)",
+            "eager": "today's eager decoder, generate_token_ids(decode='eager') (tokens/s); no .venv-vllm here",
+        }[base],
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "tokens_per_s": {k: round(tokens / statistics.median(v)) for k, v in times.items()},
+        "identical_ids_vs_eager": {k: sum(a == b for a, b in zip(v, ids["eager"])) for k, v in ids.items()},
+        "prompts": args.greedy_prompts,
+        "new_tokens": args.greedy_new_tokens,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "compile_s": round(compile_s, 1),
     }
     print(json.dumps(result))
 

@@ -129,6 +129,7 @@ def generate_token_ids(
     stop_window: int = 16,
     seed_keys: Sequence[str] | None = None,
     compact_fraction: float = 0.25,
+    decode: str = "eager",
 ) -> list[list[TokenSequence]]:
     """Generate ``params.n`` continuations for each tokenised prompt, in one batch.
 
@@ -147,6 +148,9 @@ def generate_token_ids(
             gets its own RNG seeded from ``(seed, key)``. Defaults to the prompt's token ids.
         compact_fraction: drop finished rows from the batch once they are at least this fraction of
             the live rows (1.0 disables compaction until the batch is fully finished).
+        decode: ``"eager"`` (a dynamic cache, finished rows dropped), ``"compiled"`` (a static cache
+            and a ``torch.compile``-d step, :mod:`inference.static_decode`) or ``"static"`` (the same
+            static cache, not compiled). The static modes never drop rows (a fixed batch shape).
 
     Returns:
         ``result[i][j]`` is the j-th continuation of prompt i.
@@ -158,6 +162,9 @@ def generate_token_ids(
     device = next(model.parameters()).device
     n, rows = params.n, len(prompts) * params.n
     st = _prefill(model, prompts, n, pad_token_id, params.max_new_tokens, device)
+    if decode != "eager":
+        st = _to_static(st, model, params.max_new_tokens, decode)
+        compact_fraction = float("inf")
     generators = _prompt_generators(params, prompts, seed_keys, device)
     eos = torch.tensor(sorted(set(eos_token_ids)) if not params.ignore_eos else [], dtype=torch.long)
     eos = eos.to(device)
@@ -196,6 +203,23 @@ def generate_token_ids(
             live, done_live = live[keep], done_live[keep]
         st.decode(model, next_tok)
     return _collect(generated.cpu(), lengths, reasons, len(prompts), n)
+
+
+DECODE_MODES = ("eager", "compiled", "static")
+
+
+def _to_static(st: _DecodeState, model: torch.nn.Module, max_new_tokens: int, decode: str) -> Any:
+    """The prefilled batch moved onto a static cache (:func:`inference.static_decode.static_state`)."""
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode={decode!r} must be one of {', '.join(DECODE_MODES)}")
+    if st.cache_kw != "cache" or "logits_to_keep" not in st.extra:
+        raise ValueError(
+            f"decode={decode!r} needs a transformers >= 5 model (forward takes cache, logits_to_keep)"
+        )
+    from inference.static_decode import static_state
+
+    compiled = decode == "compiled"
+    return static_state(st.cache, st.attn, st.logits, st.next_pos, model.config, max_new_tokens, compiled)
 
 
 @dataclass

@@ -94,7 +94,12 @@ class ReasoningEvalModule(L.LightningModule):
         if self.backend_cfg["name"] == "hf":
             from inference.backends.hf import HFBackend
 
-            return HFBackend(self.model, self.tokenizer, batch_size=int(options.get("batch_size", 8)))
+            return HFBackend(
+                self.model,
+                self.tokenizer,
+                batch_size=int(options.get("batch_size", 8)),
+                decode=str(options.get("decode", "eager")),
+            )
         from inference.backends.factory import build_backend
 
         if self.backend_cfg["name"] == "vllm":  # model.chat_template applies to vLLM's rendering too

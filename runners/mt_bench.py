@@ -64,7 +64,8 @@ def model_under_test(cfg: DictConfig) -> Any:
         tok = load_tokenizer(m["tokenizer"], bool(m.get("trust_remote_code", False)), m.get("chat_template"))
         model = build_model(m, tok).eval()
         model_id = f"{m.get('pretrained') or m.get('kind', 'model')}"
-        return HFBackend(model, tok, batch_size=int(options.get("batch_size", 8)), model_id=model_id)
+        batch_size, decode = int(options.get("batch_size", 8)), str(options.get("decode", "eager"))
+        return HFBackend(model, tok, batch_size=batch_size, model_id=model_id, decode=decode)
     if name == "vllm":  # model.chat_template applies to vLLM's rendering too
         template = (_plain(cfg.model) or {}).get("chat_template") if cfg.get("model") else None
         options = {"path": options["path"], "chat_template": template, **(options.get("engine") or {})}

@@ -10,7 +10,7 @@ import torch
 
 from inference.backends.base import Completion, GenerationBackend, Prompt
 from inference.chat import encode_prompt
-from inference.decoding import generate_token_ids
+from inference.decoding import DECODE_MODES, generate_token_ids
 from inference.sampling import SamplingParams
 from inference.stopping import truncate_at_stop
 
@@ -54,6 +54,10 @@ class HFBackend(GenerationBackend):
         batch_size: prompts per forward pass.
         model_id: fixed name for cache keys; by default ``"<name_or_path>@<weight fingerprint>"``,
             recomputed on every access so that a model trained in between never reuses stale samples.
+        decode: ``"eager"`` (default) or ``"compiled"``: a static KV cache and a ``torch.compile``-d
+            decode step (:mod:`inference.static_decode`; same greedy text, one compile per batch
+            shape; measured slower than eager for SmolLM2 on CPU, see docs/decoding_speed.md).
+            ``"static"`` is the same without compiling.
     """
 
     def __init__(
@@ -62,9 +66,13 @@ class HFBackend(GenerationBackend):
         tokenizer: Any,
         batch_size: int = 8,
         model_id: str | None = None,
+        decode: str = "eager",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+        self.decode = decode
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -95,6 +103,7 @@ class HFBackend(GenerationBackend):
         tokenizer_path: str | None = None,
         model_id: str | None = None,
         chat_template: str | None = None,
+        decode: str = "eager",
     ) -> HFBackend:
         """Load a model folder (``save_pretrained`` layout) and its tokenizer; ``chat_template`` (a Jinja
         string) overrides the tokenizer's own."""
@@ -106,7 +115,7 @@ class HFBackend(GenerationBackend):
         if chat_template:
             tok.chat_template = chat_template
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-        return cls(model, tok, batch_size=batch_size, model_id=model_id)
+        return cls(model, tok, batch_size=batch_size, model_id=model_id, decode=decode)
 
     def describe(self) -> dict[str, Any]:
         template = getattr(self.tokenizer, "chat_template", None) or ""
@@ -158,6 +167,7 @@ class HFBackend(GenerationBackend):
                 stop_checker=checker,
                 stop_window=window,
                 seed_keys=[seed_keys[i] for i in idx],
+                decode=self.decode,
             )
             for i, group in zip(idx, seqs):
                 texts = self.tokenizer.batch_decode([s.token_ids for s in group], skip_special_tokens=True)
