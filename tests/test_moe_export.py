@@ -22,6 +22,7 @@ TOKENS = [[5, 17, 3, 42, 8, 9, 23, 1, 11, 30]]
 # Runs in `python -I` (no PYTHONPATH, no user site, no script folder) from a folder outside the repo.
 CLEAN_LOAD = """
 import sys, torch
+torch.set_num_threads(1)  # as the test process (tests/conftest.py): bitwise equality needs the same reductions
 # `pip install -e .` (what make does) puts Quartet on every path of the venv through a meta-path
 # finder; a user's environment has no Quartet at all, so take it away here.
 sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "__module__", "").startswith("__editable__")]
