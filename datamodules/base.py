@@ -54,6 +54,12 @@ class TokenDataModule(L.LightningDataModule):
             )
         if group_by_length and max_tokens_per_batch is not None:
             problems.append("data.group_by_length and data.max_tokens_per_batch exclude each other: set one")
+        planned = group_by_length or max_tokens_per_batch is not None
+        if planned and type(self).example_lengths is TokenDataModule.example_lengths:
+            problems.append(
+                f"data.max_tokens_per_batch / data.group_by_length: {type(self).__name__} has no example "
+                "lengths to plan batches by; leave both unset"
+            )
         if problems:
             raise ConfigError(problems)
         self.packing, self.max_tokens_per_batch = bool(packing), max_tokens_per_batch
@@ -78,7 +84,8 @@ class TokenDataModule(L.LightningDataModule):
 
     def example_lengths(self, dataset: Any) -> list[list[int]]:
         """The lengths of the sequences each example of ``dataset`` adds to a batch (for a token budget
-        or length grouping)."""
+        or length grouping). Data modules that offer either override it; the constructor refuses both
+        settings for one that doesn't, so this is never reached from a config."""
         raise NotImplementedError(f"{type(self).__name__} has no data.max_tokens_per_batch / group_by_length")
 
     def _lengths_of(self, dataset: Any) -> list[list[int]]:

@@ -118,3 +118,16 @@ def test_bad_batch_settings_are_config_errors(tmp_path):
         ChatDataModule(path="x.jsonl", tokenizer="t", group_by_length=True, max_tokens_per_batch=100)
     with pytest.raises(ConfigError, match="max_tokens_per_batch=0"):
         ChatDataModule(path="x.jsonl", tokenizer="t", max_tokens_per_batch=0)
+
+
+def test_batch_planning_is_refused_for_a_data_module_without_example_lengths():
+    from datamodules.base import TokenDataModule
+    from utils.errors import ConfigError
+
+    class NoLengths(TokenDataModule):
+        pass
+
+    for setting in ({"group_by_length": True}, {"max_tokens_per_batch": 512}):
+        with pytest.raises(ConfigError, match="NoLengths has no example lengths to plan batches by"):
+            NoLengths(batch_size=2, **setting)
+    assert NoLengths(batch_size=2).group_by_length is False

@@ -83,3 +83,14 @@ def test_question_ids_and_gold_answers_that_are_refused(tmp_path):
         r.write_text('{"question": "How many?", "answer": ' + value + "}\n")
         with pytest.raises(ValueError, match=f"gold.jsonl:1: field 'answer' is {shown}, not a finite number"):
             load_reasoning_records(r)
+
+
+def test_a_config_string_too_long_for_a_file_name_is_no_path_not_an_oserror():
+    from utils.data_paths import expand_pattern, path_exists
+    from utils.errors import DataError
+
+    long_value = "x" * 5000 + ".jsonl"
+    assert path_exists(long_value) is False and path_exists("a\0b") is False
+    assert path_exists(__file__) is True
+    with pytest.raises(DataError, match="no file matches this pattern"):
+        expand_pattern("[" + "y" * 5000)

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from utils.batch_kinds import batch_kind_problem
-from utils.data_paths import expand_pattern
+from utils.data_paths import expand_pattern, path_exists
 from utils.errors import ConfigError, QuartetError
 from utils.model_paths import check_model_location
 
@@ -112,7 +111,7 @@ def validate_train_config(
         pattern is None
         and isinstance(path, str)
         and path.endswith((".jsonl", ".json", ".parquet"))
-        and not Path(path).exists()
+        and not path_exists(path)
     ):
         problems.append(f"data.path={path}: file not found")
     opt = cfg.module.get("optimizer") or {}
@@ -141,7 +140,7 @@ def validate_train_config(
     if kinds:
         problems.append(kinds)
     ckpt = cfg.get("ckpt_path")
-    if ckpt and ckpt != "last" and not Path(str(ckpt)).exists():
+    if ckpt and ckpt != "last" and not path_exists(str(ckpt)):
         problems.append(
             f"ckpt_path={ckpt}: checkpoint not found (use a file, a sharded checkpoint folder, or 'last')"
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from utils.data_paths import path_exists
 from utils.errors import ConfigError, QuartetError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: Path) -> str | None:
             return str(last)
         log.warning("ckpt_path=last: no checkpoint at %s yet; starting from scratch", last)
         return None
-    if not Path(ckpt_path).exists():
+    if not path_exists(ckpt_path):
         raise QuartetError(f"ckpt_path={ckpt_path}: checkpoint not found")
     return str(ckpt_path)
 
