@@ -15,9 +15,9 @@ generation (Quartet: ``OnlineRLModule.generate``; TRL: ``_generate_and_score_com
 scores and computes the old/reference log-probs). The sides run interleaved in rounds and the reported
 ratio is the median of the per-round ratios of whole steps (TRL ÷ Quartet: > 1 means Quartet is faster).
 
-Loss check: on TRL's own first-step completions, Quartet's ``clipped_surrogate_loss`` (log-probs from
-``model_token_logprobs``, reference from ``frozen_token_logprobs``, TRL's advantages) must equal TRL's
-``_compute_loss`` to 1e-4.
+Loss check: on TRL's own first-step completions, Quartet's ``clipped_surrogate_loss`` (policy and
+reference log-probs from the module's shared-prefix path, ``OnlineRLModule.prefix_grid``, as its training
+step takes them) must equal TRL's ``_compute_loss`` to 1e-4, and the reference log-probs TRL's.
 
 The last line printed is one JSON object with ``ratio``, ``baseline`` and the sizes measured.
 """
@@ -205,18 +205,20 @@ def compare_losses(trainer: Any, inputs: dict[str, Any]) -> float:
     """The largest of |TRL − Quartet| over: the reference log-probs of TRL's completions, and the loss on
     them with non-zero advantages (a ramp over the completions) and a reference shifted by ±0.3 per
     token (so the KL term is not 0), both computed before the update."""
-    from algorithms.logprobs import model_token_logprobs
     from algorithms.losses.policy_gradient import clipped_surrogate_loss
-    from algorithms.reference import frozen_token_logprobs
     from algorithms.rollouts import rollout_tensors
+    from lightning_modules.online_rl import OnlineRLModule
 
-    prompts = [ids[m.bool()].tolist() for ids, m in zip(inputs["prompt_ids"], inputs["prompt_mask"])]
+    g = trainer.num_generations  # TRL's rows: each prompt G times in a row, as Quartet's groups
+    prompts = [ids[m.bool()].tolist() for ids, m in zip(inputs["prompt_ids"], inputs["prompt_mask"])][::g]
     cmask = inputs["completion_mask"].bool()
-    completions = [[ids[m].tolist()] for ids, m in zip(inputs["completion_ids"], cmask)]
-    t = rollout_tensors(prompts, completions, trainer.processing_class.pad_token_id)
-    logp, mask = model_token_logprobs(trainer.model, t.input_ids, t.attention_mask, t.labels)
+    rows = [ids[m].tolist() for ids, m in zip(inputs["completion_ids"], cmask)]
+    completions = [rows[i : i + g] for i in range(0, len(rows), g)]
+    t = rollout_tensors(prompts, completions, trainer.processing_class.pad_token_id, with_prefix=True)
+    mask = t.labels[:, 1:].ne(-100)  # the module's own (shared-prefix) path, as in its training step
+    logp = OnlineRLModule.prefix_grid(trainer.model, t)
     ref_model = trainer.ref_model if trainer.ref_model is not None else copy.deepcopy(trainer.model)
-    ref, _ = frozen_token_logprobs(ref_model, t.input_ids, t.attention_mask, t.labels)
+    ref = OnlineRLModule.prefix_grid(ref_model, t)
     ref_diff = float((ref[mask] - inputs["ref_per_token_logps"][cmask]).abs().max())
     shift = 0.3 * (torch.arange(cmask.numel()).reshape(cmask.shape) % 3 - 1).float()
     probe = {**inputs, "advantages": torch.linspace(-1.0, 1.0, cmask.shape[0]),

@@ -25,6 +25,7 @@ generator seeded by ``(seed, prompt id, k)``; the counter k is saved in every ch
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -43,6 +44,7 @@ from algorithms.logprobs import model_token_logprobs, token_logprobs
 from algorithms.losses.policy_gradient import AGGREGATIONS, clipped_surrogate_loss, clipped_value_loss
 from algorithms.rewards import needs_gold, reward_problems, score_completions
 from algorithms.rollouts import RolloutTensors, last_token_rewards, rollout_tensors
+from algorithms.shared_prefix import can_share_prefix, shared_prefix_logprobs
 from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
 from lightning_modules.causal_lm import CausalLMModule, as_dict
@@ -109,6 +111,7 @@ class OnlineRLModule(CausalLMModule):
         max_grad_norm: float | None = 1.0,
         ppo: dict[str, Any] | None = None,
         disable_dropout: bool = True,
+        shared_prefix: bool = True,
     ):
         super().__init__(model, optimizer, scheduler, compile, fsdp_param_dtype)
         kw = dict(
@@ -127,6 +130,7 @@ class OnlineRLModule(CausalLMModule):
             max_grad_norm=None if max_grad_norm is None else float(max_grad_norm),
             ppo={**PPO_DEFAULTS, **(as_dict(ppo) or {})},
             disable_dropout=disable_dropout,
+            shared_prefix=bool(shared_prefix),
         )
         problems = config_problems(kw)
         if problems:
@@ -202,6 +206,8 @@ class OnlineRLModule(CausalLMModule):
         self, t: RolloutTensors, with_values: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(logp [N, T-1], mask, values [N, T-1] or None)`` under the current policy (with grad)."""
+        if not with_values and can_share_prefix(self.model, t.prefix):
+            return self.prefix_grid(self.model, t), t.labels[:, 1:].ne(-100), None
         if not with_values:
             logp, mask = model_token_logprobs(self.model, t.input_ids, t.attention_mask, t.labels)
             return logp, mask, None
@@ -217,9 +223,25 @@ class OnlineRLModule(CausalLMModule):
             return None
         model = self.ref_model if self.ref_model is not None else self.model
         adapter_off = self.ref_model is None
+        if can_share_prefix(model, t.prefix):
+            off = ref_lib.adapter_disabled(model) if adapter_off else contextlib.nullcontext()
+            with torch.no_grad(), off, ref_lib.eval_mode(model):
+                return self.prefix_grid(model, t)
         return ref_lib.frozen_token_logprobs(
             model, t.input_ids, t.attention_mask, t.labels, adapter_off=adapter_off
         )[0]
+
+    @staticmethod
+    def prefix_grid(model: torch.nn.Module, t: RolloutTensors) -> torch.Tensor:
+        """:func:`~algorithms.shared_prefix.shared_prefix_logprobs` (each prompt run once for its G
+        completions) put on the ``[N, T-1]`` grid of ``t``'s padded rows, as ``model_token_logprobs``
+        returns it."""
+        assert t.prefix is not None
+        logp = shared_prefix_logprobs(model, t.prefix)
+        mask = t.labels[:, 1:].ne(-100)
+        return torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device).masked_scatter(
+            mask, logp[t.prefix.completion_mask.bool()]
+        )
 
     def advantages(
         self,
@@ -257,7 +279,9 @@ class OnlineRLModule(CausalLMModule):
             texts, records, self.cfg["reward"]["weights"], self.cfg["reward"].get("extraction_mode", "auto")
         )
         start = time.perf_counter()
-        t = rollout_tensors(prompts, completions, eos_and_pad(self.model, self.tokenizer)[1]).to(self.device)
+        share = self.cfg["shared_prefix"] and self.cfg["advantage"] != "ppo"  # PPO's values: all positions
+        pad = eos_and_pad(self.model, self.tokenizer)[1]
+        t = rollout_tensors(prompts, completions, pad, with_prefix=share).to(self.device)
         loss, metrics = self.optimise(t, rewards.to(self.device))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
