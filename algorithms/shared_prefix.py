@@ -16,7 +16,8 @@ The values equal :func:`algorithms.logprobs.model_token_logprobs` on the padded 
 rounding (other paddings, other reduction orders): ``tests/test_online_rl_shared_prefix.py``. The cost is
 ``B·P + N·L`` tokens instead of ``N·(P + L)``. Used for GRPO/RLOO's policy and reference log-probs
 (``module.shared_prefix``); not with gradient checkpointing (a cache is not kept through a recomputed
-forward), nor when a prompt has a single token (its prefix would be empty).
+forward), not under FSDP2 (see :func:`_fsdp_sharded`), nor when a prompt has a single token (its prefix
+would be empty).
 """
 
 from __future__ import annotations
@@ -37,7 +38,20 @@ def can_share_prefix(model: torch.nn.Module, prefix: PrefixTensors | None) -> bo
     model with a KV cache that is not recomputing its forward (gradient checkpointing)."""
     if prefix is None or bool((prefix.prefix_mask.sum(1) == 0).any()):
         return False
-    return not getattr(model, "is_gradient_checkpointing", False)
+    if getattr(model, "is_gradient_checkpointing", False):
+        return False
+    return not _fsdp_sharded(model)
+
+
+def _fsdp_sharded(model: torch.nn.Module) -> bool:
+    """FSDP2 frees each block's gathered weights after its forward; the prefix forward's backward then
+    finds them gone (a second forward of the same blocks before the backward), so sharded models take
+    the padded rows."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return False
+    return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
