@@ -38,7 +38,10 @@ def can_share_prefix(model: torch.nn.Module, prefix: PrefixTensors | None) -> bo
     model with a KV cache that is not recomputing its forward (gradient checkpointing)."""
     if prefix is None or bool((prefix.prefix_mask.sum(1) == 0).any()):
         return False
-    if getattr(model, "is_gradient_checkpointing", False):
+    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x's name
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    if checkpointing:
         return False
     return not _fsdp_sharded(model)
 
