@@ -4,17 +4,27 @@ Lightning's CSV writer removes ``metrics.csv`` when its folder already exists, s
 (``resume_dir=`` or ``ckpt_path=last`` in the same run folder) would lose the history before the
 crash. This writer keeps the file and its header, and appends. ``TrimCSVOnResume`` drops the rows
 logged after the checkpoint a run resumes from (they are logged again), so no step appears twice.
+
+Lightning writes a step's row *after* the checkpoints of that step's ``on_train_batch_end``; a
+``kill -9`` between the two would leave a checkpoint whose last step has no row, and the resumed run
+starts at the next step, so that row would never be written. ``SafeModelCheckpoint``
+(``callbacks/checkpoint.py``) therefore hands the step's row to
+:meth:`ResumableCSVLogger.log_row_before_checkpoint` first; when Lightning logs the same step right
+after, an equal row is not written twice (a different one replaces it).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.apply_func import convert_tensors_to_scalars
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from utils.atomic import atomic_path
 
@@ -29,6 +39,29 @@ class _AppendingWriter(ExperimentWriter):
 
 class ResumableCSVLogger(CSVLogger):
     """``CSVLogger`` whose run continues across resumes (same arguments)."""
+
+    _early: tuple[int, dict[str, Any]] | None = None  # (step, row) written before a checkpoint
+
+    @rank_zero_only
+    def log_row_before_checkpoint(self, metrics: dict[str, Any], step: int) -> None:
+        """Write the row of ``step`` now (before a checkpoint of that step is written), once."""
+        if self._early is not None and self._early[0] == step:
+            return  # the step's second checkpoint file (periodic, then last.ckpt)
+        row = convert_tensors_to_scalars(metrics)
+        super().log_metrics(row, step)
+        self.save()
+        self._early = (step, row)
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:  # type: ignore[override]
+        if self._early is not None and step == self._early[0]:
+            _, early = self._early
+            self._early = None
+            if convert_tensors_to_scalars(metrics) == early:
+                return  # already written before the checkpoint
+            self.save()
+            self.drop_rows_from(step)  # a row that changed after the checkpoint: this one replaces it
+        super().log_metrics(metrics, step)
 
     @property
     @rank_zero_experiment

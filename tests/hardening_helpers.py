@@ -157,3 +157,24 @@ def run_train_script(args: list[str]) -> None:
     root = Path(__file__).resolve().parents[1]
     sys.argv = [str(root / "train.py"), *args]
     runpy.run_path(str(root / "train.py"), run_name="__main__")
+
+
+class CrashAfterLastCheckpoint(L.Callback):
+    """Raises right after ``last.ckpt`` of ``global_step == step`` is written, before Lightning logs that
+    step's metrics row (what a ``kill -9`` landing there leaves). Runs before the checkpoint callbacks'
+    own ``on_train_batch_end``, which Lightning orders last."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step != self.step:
+            return
+        for cb in trainer.checkpoint_callbacks:
+            real = cb._save_last_checkpoint
+
+            def save_then_crash(*a: object, _real=real, **k: object) -> None:  # noqa: ANN001
+                _real(*a, **k)
+                raise RuntimeError(f"simulated crash after last.ckpt of step {self.step}")
+
+            cb._save_last_checkpoint = save_then_crash  # type: ignore[method-assign]

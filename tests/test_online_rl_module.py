@@ -126,6 +126,23 @@ def test_grpo_trains_and_resumes_bitwise_from_a_mid_run_checkpoint(tmp_path):
                            load_weights(full / "last.ckpt")["model.model.embed_tokens.weight"])  # fmt: skip
 
 
+def test_a_crash_right_after_a_checkpoint_keeps_that_steps_csv_row(tmp_path):
+    """Lightning logs a step's row after the step's checkpoints: a crash (or ``kill -9``) in between
+    must not lose it (``callbacks/checkpoint.log_row_before_checkpoint``)."""
+    common = ["trainer.max_steps=4", "callbacks.model_checkpoint.every_n_train_steps=2", "seed=3"]
+    run(tmp_path, "full", common)
+    crash = [
+        "+callbacks.crash._target_=tests.hardening_helpers.CrashAfterLastCheckpoint",
+        "+callbacks.crash.step=2",
+    ]
+    with pytest.raises(RuntimeError, match="simulated crash after last.ckpt"):
+        run(tmp_path, "half", [*common, *crash])
+    assert [r["step"] for r in rows(tmp_path / "half")] == ["0", "1"]  # step 1's row went out first
+    run(tmp_path, "half", [*common, "ckpt_path=last"])
+    wall = lambda rs: [{k: v for k, v in r.items() if not k.endswith("_per_s")} for r in rs]  # noqa: E731
+    assert wall(rows(tmp_path / "half")) == wall(rows(tmp_path / "full"))  # every step once, equal values
+
+
 @pytest.mark.parametrize("advantage", ["rloo", "ppo"])
 def test_rloo_and_ppo_steps(tmp_path, advantage):
     extra = ["module.inner_steps=2", "trainer.max_steps=4"] if advantage == "ppo" else ["trainer.max_steps=2"]
