@@ -9,10 +9,10 @@ plain forward runs every prompt twice, for the policy and again for a live refer
    ``plen_i - 1``) run once with ``use_cache=True``; the hidden state at ``plen_i - 1`` scores the
    first response token;
 2. the KV cache is expanded to 2B rows (the B prompts twice: chosen rows, then rejected rows);
-3. **continuation pass**: the 2B responses ``[2B, R]`` run on that cache, with position ids
-   ``plen_r + j`` (so RoPE sees the same positions as in the full row) and a ``[2B, P + R]`` padding
-   mask that hides the prompt pass's padding slots; the hidden state at response position j scores
-   response token j + 1.
+3. **continuation pass**: the 2B responses but their last token ``[2B, R-1]`` run on that cache, with
+   position ids ``plen_r + j`` (so RoPE sees the same positions as in the full row) and a
+   ``[2B, P + R-1]`` padding mask that hides the prompt pass's padding slots; the hidden state at
+   response position j scores response token j + 1.
 
 Every response token attends to exactly the keys it attends to in the full row, so the log-probs are
 the plain forward's up to float summation order (``tests/test_shared_prompt.py``: 1e-5). Gradients
@@ -121,7 +121,7 @@ def _run_capturing(model: torch.nn.Module, head: torch.nn.Linear, **inputs: Any)
 
     handle = head.register_forward_pre_hook(capture)
     try:
-        out = model(**inputs, use_cache=True)
+        out = model(**inputs)
     finally:
         handle.remove()
     if len(seen) != 1:
@@ -146,9 +146,10 @@ def _expand_cache(cache: Any) -> None:
 
 
 def _response_hidden(model: torch.nn.Module, head: torch.nn.Linear, lay: SharedPromptLayout) -> torch.Tensor:
-    """``[2B, R, H]``: entry (r, k) is the hidden state that predicts response token k of row r."""
+    """``[2B, R, H]``: entry (r, k) is the hidden state that predicts response token k of row r. The
+    last response token is not fed: nothing is scored from it."""
     b, p = lay.prompt_ids.shape
-    rows, r = lay.response_ids.shape
+    r = lay.response_ids.shape[1]
     dev = lay.prompt_ids.device
     h_prompt, cache = _run_capturing(
         model,
@@ -156,33 +157,42 @@ def _response_hidden(model: torch.nn.Module, head: torch.nn.Linear, lay: SharedP
         input_ids=lay.prompt_ids,
         attention_mask=None,  # right-padded: no real prompt token attends to a padding slot
         position_ids=torch.arange(p, device=dev)[None].expand(b, -1),
+        use_cache=r > 1,
     )
+    first = h_prompt[torch.arange(b, device=dev), lay.prompt_lens[:b] - 1].repeat(2, 1)[:, None]
+    if r == 1:  # every response is one token: the prompt pass scored them all
+        return first
     _expand_cache(cache)
     h_resp, _ = _run_capturing(
         model,
         head,
-        input_ids=lay.response_ids,
-        attention_mask=torch.cat([lay.prompt_mask.repeat(2, 1), lay.response_mask], 1).long(),
-        position_ids=lay.prompt_lens[:, None] + torch.arange(r, device=dev)[None],
+        input_ids=lay.response_ids[:, :-1],
+        attention_mask=torch.cat([lay.prompt_mask.repeat(2, 1), lay.response_mask[:, 1:]], 1).long(),
+        position_ids=lay.prompt_lens[:, None] + torch.arange(r - 1, device=dev)[None],
         cache=cache,
+        use_cache=True,
     )
-    first = h_prompt[torch.arange(b, device=dev), lay.prompt_lens[:b] - 1].repeat(2, 1)
-    return torch.cat([first[:, None], h_resp[:, : r - 1]], 1)
+    return torch.cat([first, h_resp], 1)
 
 
 def shared_prompt_logprobs(
-    model: torch.nn.Module, batch: dict[str, Any], impl: str = "chunked", chunk_tokens: int | None = None
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    impl: str = "chunked",
+    chunk_tokens: int | None = None,
+    layout: SharedPromptLayout | None = None,
 ) -> TokenLogprobs:
     """:func:`algorithms.logprobs.batch_token_logprobs` of a padded preference batch, each prompt run once
     (see the module docstring): the same ``[2B, T-1]`` grid of log-probs, mask and argmax hits. Raises
-    :class:`NotSharable` where :func:`shared_prompt_problem` would name a problem or the rows don't pair."""
+    :class:`NotSharable` where :func:`shared_prompt_problem` would name a problem or the rows don't pair.
+    ``layout``: the batch's :func:`split_pairs`, when the caller already has it."""
     if impl not in LOGPROB_IMPLS:
         raise ValueError(f"logprob impl {impl!r} must be one of {', '.join(LOGPROB_IMPLS)}")
     problem = shared_prompt_problem(model, batch)
     if problem:
         raise NotSharable(problem)
     head = _chunkable_head(model)
-    lay = split_pairs(batch)
+    lay = split_pairs(batch) if layout is None else layout
     hidden = _response_hidden(model, head, lay)[lay.response_mask]
     targets = lay.response_ids[lay.response_mask]
     if impl == "fused":
@@ -206,9 +216,10 @@ def frozen_shared_prompt_logprobs(
     adapter_off: bool = False,
     impl: str = "chunked",
     chunk_tokens: int | None = None,
+    layout: SharedPromptLayout | None = None,
 ) -> TokenLogprobs:
     """:func:`shared_prompt_logprobs` under a frozen model, as ``reference.frozen_batch_logprobs``: no
     grad, eval mode for the call, the LoRA adapter off when ``adapter_off``."""
     off = adapter_disabled(model) if adapter_off and is_peft_model(model) else contextlib.nullcontext()
     with off, eval_mode(model):
-        return shared_prompt_logprobs(model, batch, impl, chunk_tokens)
+        return shared_prompt_logprobs(model, batch, impl, chunk_tokens, layout)

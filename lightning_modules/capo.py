@@ -28,7 +28,7 @@ import torch
 
 from algorithms import reference as ref_lib
 from algorithms import shared_prompt_logprobs as shared_lib
-from algorithms.logprobs import TokenLogprobs, masked_nll
+from algorithms.logprobs import masked_nll
 from algorithms.losses.capo import LOSS_TYPES, capo_loss
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.components.precomputed_reference import PrecomputedReference
@@ -158,6 +158,7 @@ class CaPOModule(CausalLMModule):
         )
         self.shared_prompt = shared_prompt
         self._shared_off_reason: str | None = None  # auto: why it fell back (logged once)
+        self._layout_memo: tuple[torch.Tensor, torch.Tensor, shared_lib.SharedPromptLayout] | None = None
         self.beta, self.loss_type, self.label_smoothing = float(beta), loss_type, float(label_smoothing)
         self.sft_weight, self.reference_mode = float(sft_weight), reference
         self.ipo_normalize_length = ipo_normalize_length
@@ -194,33 +195,42 @@ class CaPOModule(CausalLMModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed response log-probs [2B] and response token counts [2B] of a collated batch (padded or
         packed: the log-probs come back on the padded grid either way)."""
-        if self._use_shared_prompt(model, batch):
+        layout = self._shared_layout(model, batch)
+        if layout is not None:
             scores = shared_lib.shared_prompt_logprobs(
-                model, batch, self.logprob_impl, self.logprob_chunk_tokens
+                model, batch, self.logprob_impl, self.logprob_chunk_tokens, layout
             )
         else:
             scores = self.batch_logprobs(batch, model)
         return scores.logp.sum(-1), scores.mask.sum(-1)
 
-    def _use_shared_prompt(self, model: torch.nn.Module, batch: dict[str, Any]) -> bool:
-        """Whether this batch takes the shared-prompt forward: ``true`` raises where it can't, ``auto``
-        falls back to the plain forward and says why once."""
+    def _shared_layout(
+        self, model: torch.nn.Module, batch: dict[str, Any]
+    ) -> shared_lib.SharedPromptLayout | None:
+        """The batch's prompt/response split when it takes the shared-prompt forward under ``model``, else
+        None: ``true`` raises where it can't apply, ``auto`` falls back to the plain forward and says why
+        once. The split is kept for the batch's next call (the reference and the policy share it)."""
         if self.shared_prompt is False:
-            return False
+            return None
         problem = shared_lib.shared_prompt_problem(model, batch)
+        layout = None
         if problem is None:
+            memo = self._layout_memo
+            if memo is not None and memo[0] is batch["input_ids"] and memo[1] is batch["labels"]:
+                return memo[2]
             try:
-                shared_lib.split_pairs(batch)
+                layout = shared_lib.split_pairs(batch)
             except shared_lib.NotSharable as e:
                 problem = str(e)
-        if problem is None:
-            return True
+        if layout is not None:
+            self._layout_memo = (batch["input_ids"], batch["labels"], layout)
+            return layout
         if self.shared_prompt is True:
             raise ConfigError([f"module.shared_prompt=true can't apply: {problem} (set it to auto or false)"])
         if problem != self._shared_off_reason:
             self._shared_off_reason = problem
             log.info("module.shared_prompt=auto: the plain forward instead, because %s", problem)
-        return False
+        return None
 
     @torch.no_grad()
     def reference_logps(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -242,18 +252,19 @@ class CaPOModule(CausalLMModule):
     ) -> torch.Tensor:
         """Summed response log-probs [2B] under a frozen model (``ref_lib.frozen_batch_logprobs``, or its
         shared-prompt form)."""
-        frozen = (
-            shared_lib.frozen_shared_prompt_logprobs
-            if self._use_shared_prompt(model, batch)
-            else ref_lib.frozen_batch_logprobs
-        )
-        scores: TokenLogprobs = frozen(
-            model,
-            batch,
-            adapter_off=adapter_off,
-            impl=self.logprob_impl,
-            chunk_tokens=self.logprob_chunk_tokens,
-        )
+        layout = self._shared_layout(model, batch)
+        if layout is not None:
+            scores = shared_lib.frozen_shared_prompt_logprobs(
+                model, batch, adapter_off, self.logprob_impl, self.logprob_chunk_tokens, layout
+            )
+        else:
+            scores = ref_lib.frozen_batch_logprobs(
+                model,
+                batch,
+                adapter_off=adapter_off,
+                impl=self.logprob_impl,
+                chunk_tokens=self.logprob_chunk_tokens,
+            )
         return scores.logp.sum(-1)
 
     def compute_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -166,7 +166,8 @@ def test_capo_module_switch(tmp_path):
     auto, on = module("auto"), module("true")
     batch = pairs_batch()
     packed = pack_padded_batch(batch)
-    assert auto._use_shared_prompt(auto.model, batch) and not auto._use_shared_prompt(auto.model, packed)
+    assert auto._shared_layout(auto.model, batch) is not None
+    assert auto._shared_layout(auto.model, packed) is None
     assert "packed" in auto._shared_off_reason
     with pytest.raises(ConfigError, match="shared_prompt=true can't apply: the batch is packed"):
         on.compute_loss(packed)
@@ -181,3 +182,15 @@ def test_capo_module_switch(tmp_path):
         with pytest.raises(InstantiationException) as e:
             instantiate(cfg.module)
         assert isinstance(e.value.__cause__, ConfigError) and "module.shared_prompt" in str(e.value.__cause__)
+
+
+def test_one_token_responses_need_no_continuation_pass(tiny):
+    features = [
+        {"prompt_ids": p, "chosen_ids": [5 + i], "rejected_ids": [9 + i], "neg_type": "x"}
+        for i, p in enumerate(PROMPTS)
+    ]
+    batch = PreferenceCollator(pad_id=0, neg_types=["x"])(features)
+    assert split_pairs(batch).response_ids.shape == (6, 1)
+    plain, shared = frozen_batch_logprobs(tiny, batch), frozen_shared_prompt_logprobs(tiny, batch)
+    assert shared.mask.sum().item() == 6
+    torch.testing.assert_close(shared.logp, plain.logp, atol=1e-5, rtol=0)
