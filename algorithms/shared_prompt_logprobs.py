@@ -193,7 +193,11 @@ def shared_prompt_logprobs(
         raise NotSharable(problem)
     head = _chunkable_head(model)
     lay = split_pairs(batch) if layout is None else layout
-    hidden = _response_hidden(model, head, lay)[lay.response_mask]
+    try:
+        hidden = _response_hidden(model, head, lay)[lay.response_mask]
+    except NotSharable as e:  # found mid-forward (the cache's kind): remembered for the model
+        model._quartet_no_shared_prompt = str(e)
+        raise
     targets = lay.response_ids[lay.response_mask]
     if impl == "fused":
         logp, correct = fused_token_logprobs(hidden, head.weight, targets, head.bias)

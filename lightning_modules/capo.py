@@ -28,7 +28,7 @@ import torch
 
 from algorithms import reference as ref_lib
 from algorithms import shared_prompt_logprobs as shared_lib
-from algorithms.logprobs import masked_nll
+from algorithms.logprobs import TokenLogprobs, masked_nll
 from algorithms.losses.capo import LOSS_TYPES, capo_loss
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.components.precomputed_reference import PrecomputedReference
@@ -195,14 +195,39 @@ class CaPOModule(CausalLMModule):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed response log-probs [2B] and response token counts [2B] of a collated batch (padded or
         packed: the log-probs come back on the padded grid either way)."""
-        layout = self._shared_layout(model, batch)
-        if layout is not None:
-            scores = shared_lib.shared_prompt_logprobs(
-                model, batch, self.logprob_impl, self.logprob_chunk_tokens, layout
-            )
-        else:
+        scores = self._shared_scores(shared_lib.shared_prompt_logprobs, model, batch)
+        if scores is None:
             scores = self.batch_logprobs(batch, model)
         return scores.logp.sum(-1), scores.mask.sum(-1)
+
+    def _shared_scores(
+        self, score: Any, model: torch.nn.Module, batch: dict[str, Any], **kwargs: Any
+    ) -> TokenLogprobs | None:
+        """``score`` (a shared-prompt log-prob function) of the batch, or None where the shared-prompt
+        forward doesn't apply (``auto``; ``true`` raises)."""
+        layout = self._shared_layout(model, batch)
+        if layout is None:
+            return None
+        try:
+            return score(
+                model,
+                batch,
+                impl=self.logprob_impl,
+                chunk_tokens=self.logprob_chunk_tokens,
+                layout=layout,
+                **kwargs,
+            )
+        except shared_lib.NotSharable as e:  # found mid-forward, e.g. a sliding-window cache
+            self._shared_off(str(e))
+            return None
+
+    def _shared_off(self, problem: str) -> None:
+        """``true``: stop with the reason; ``auto``: say once why the plain forward is used."""
+        if self.shared_prompt is True:
+            raise ConfigError([f"module.shared_prompt=true can't apply: {problem} (set it to auto or false)"])
+        if problem != self._shared_off_reason:
+            self._shared_off_reason = problem
+            log.info("module.shared_prompt=auto: the plain forward instead, because %s", problem)
 
     def _shared_layout(
         self, model: torch.nn.Module, batch: dict[str, Any]
@@ -225,11 +250,7 @@ class CaPOModule(CausalLMModule):
         if layout is not None:
             self._layout_memo = (batch["input_ids"], batch["labels"], layout)
             return layout
-        if self.shared_prompt is True:
-            raise ConfigError([f"module.shared_prompt=true can't apply: {problem} (set it to auto or false)"])
-        if problem != self._shared_off_reason:
-            self._shared_off_reason = problem
-            log.info("module.shared_prompt=auto: the plain forward instead, because %s", problem)
+        self._shared_off(str(problem))
         return None
 
     @torch.no_grad()
@@ -252,12 +273,10 @@ class CaPOModule(CausalLMModule):
     ) -> torch.Tensor:
         """Summed response log-probs [2B] under a frozen model (``ref_lib.frozen_batch_logprobs``, or its
         shared-prompt form)."""
-        layout = self._shared_layout(model, batch)
-        if layout is not None:
-            scores = shared_lib.frozen_shared_prompt_logprobs(
-                model, batch, adapter_off, self.logprob_impl, self.logprob_chunk_tokens, layout
-            )
-        else:
+        scores = self._shared_scores(
+            shared_lib.frozen_shared_prompt_logprobs, model, batch, adapter_off=adapter_off
+        )
+        if scores is None:
             scores = ref_lib.frozen_batch_logprobs(
                 model,
                 batch,

@@ -194,3 +194,24 @@ def test_one_token_responses_need_no_continuation_pass(tiny):
     plain, shared = frozen_batch_logprobs(tiny, batch), frozen_shared_prompt_logprobs(tiny, batch)
     assert shared.mask.sum().item() == 6
     torch.testing.assert_close(shared.logp, plain.logp, atol=1e-5, rtol=0)
+
+
+def test_a_sliding_window_cache_is_refused_and_remembered():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=128,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        sliding_window=4,
+    )
+    model = MistralForCausalLM(config).eval()
+    batch = pairs_batch()
+    assert shared_prompt_problem(model, batch) is None
+    with pytest.raises(NotSharable, match="DynamicSlidingWindowLayer"):
+        shared_prompt_logprobs(model, batch)
+    assert "DynamicSlidingWindowLayer" in shared_prompt_problem(model, batch)  # the next batch falls back
