@@ -215,3 +215,13 @@ def test_a_sliding_window_cache_is_refused_and_remembered():
     with pytest.raises(NotSharable, match="DynamicSlidingWindowLayer"):
         shared_prompt_logprobs(model, batch)
     assert "DynamicSlidingWindowLayer" in shared_prompt_problem(model, batch)  # the next batch falls back
+
+
+def test_shared_prompt_true_with_packing_is_a_start_up_error(tmp_path):
+    from tests.helpers import compose_cfg
+    from utils.config_validation import validate_train_config
+
+    cfg = compose_cfg(["experiment=capo_tiny", "module.shared_prompt=true", "data.packing=true"], tmp_path)
+    with pytest.raises(ConfigError, match="module.shared_prompt=true .* data.packing=true"):
+        validate_train_config(cfg)
+    validate_train_config(compose_cfg(["experiment=capo_tiny", "data.packing=true"], tmp_path))  # auto: fine
