@@ -10,7 +10,8 @@ gradient clipping at 1.0), fp32, no gradient checkpointing (TRL turns it on by d
 off here), no checkpoints, no progress bars and one log line every 10 steps. Each reference mode is
 compared with TRL in the same mode: a live frozen copy against TRL's default reference model, and
 precomputed reference log-probs against ``precompute_ref_log_probs=True`` (the pre-pass is outside the
-timed window on both sides).
+timed window on both sides). ``--shared-prompt false`` times ours with the plain forward (each
+prompt run for both rows), the path before ``module.shared_prompt``.
 
 Throughput is pairs per second over the steps after ``--warmup``, measured by step callbacks on both
 sides. The variants run interleaved in rounds (ours, TRL, ours, TRL, ...) with a fixed torch thread
@@ -57,6 +58,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--modes", default="live,precomputed")
+    p.add_argument(
+        "--shared-prompt",
+        choices=("auto", "false"),
+        default="auto",
+        help="ours: module.shared_prompt (auto: each pair's prompt runs once; false: the plain forward)",
+    )
     return p.parse_args()
 
 
@@ -144,6 +151,7 @@ def run_ours(model_dir: Path, pairs: Path, work: Path, mode: str, args: argparse
         beta=BETA,
         reference=reference,
         precompute_batch_size=args.batch_size,
+        shared_prompt=False if args.shared_prompt == "false" else "auto",
     )
     clock = Clock()
     trainer = L.Trainer(
@@ -316,7 +324,8 @@ def main() -> None:
     print()
     print(
         f"CaPO vs TRL DPOTrainer: {args.pairs} pairs, batch {args.batch_size}, {args.steps} steps "
-        f"({args.warmup} warm-up), {args.rounds} rounds, {args.threads} torch thread(s)"
+        f"({args.warmup} warm-up), {args.rounds} rounds, {args.threads} torch thread(s), "
+        f"ours with module.shared_prompt={args.shared_prompt}"
     )
     print(
         f"{'reference':>12} | {'ours pairs/s':>12} | {'TRL pairs/s':>11} | {'ratio':>5} | "
@@ -357,6 +366,7 @@ def main() -> None:
         "warmup_steps": args.warmup,
         "rounds": args.rounds,
         "threads": args.threads,
+        "shared_prompt": args.shared_prompt,
         "model": model_desc,
         "token_mismatches": mismatched,
         "first_step_losses_equal": ok,

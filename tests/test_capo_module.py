@@ -96,6 +96,7 @@ def test_precomputed_reference_trains_caches_and_resumes_exactly(tmp_path):
     common = [
         f"data.path={pairs}",
         "module.reference=precomputed",
+        "module.shared_prompt=true",  # the pre-pass and the policy each run a pair's prompt once
         f"paths.cache_dir={tmp_path / 'cache'}",
         "data.batch_size=4",
         "trainer.limit_val_batches=1",

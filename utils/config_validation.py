@@ -139,6 +139,12 @@ def validate_train_config(
     kinds = batch_kind_problem(cfg.module, data)  # e.g. module=capo data=chat
     if kinds:
         problems.append(kinds)
+    if cfg.module.get("shared_prompt") is True and data.get("packing"):
+        problems.append(
+            "module.shared_prompt=true runs each pair's prompt once on padded rows, and data.packing=true "
+            "lays the rows end to end: set data.packing=false, or module.shared_prompt=auto (packed batches "
+            "then take the plain forward)"
+        )
     ckpt = cfg.get("ckpt_path")
     if ckpt and ckpt != "last" and not path_exists(str(ckpt)):
         problems.append(

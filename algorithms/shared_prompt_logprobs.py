@@ -1,0 +1,229 @@
+"""Response log-probs of preference pairs with each prompt run ONCE (a shared-prompt forward).
+
+A preference batch (``datamodules/preference.py``) holds 2B rows: ``prompt_i + chosen_i`` (rows 0..B-1)
+then ``prompt_i + rejected_i`` (rows B..2B-1), right-padded, ``labels`` -100 on the prompt and padding.
+Only the response tokens are scored (METHODS.md §1: log π(y | x) = Σ_t log π(y_t | x, y_<t)), yet the
+plain forward runs every prompt twice, for the policy and again for a live reference. Here:
+
+1. **prompt pass**: the B prompts ``[B, P]`` (right-padded: row i's last prompt token sits at
+   ``plen_i - 1``) run once with ``use_cache=True``; the hidden state at ``plen_i - 1`` scores the
+   first response token;
+2. the KV cache is expanded to 2B rows (the B prompts twice: chosen rows, then rejected rows);
+3. **continuation pass**: the 2B responses but their last token ``[2B, R-1]`` run on that cache, with
+   position ids ``plen_r + j`` (so RoPE sees the same positions as in the full row) and a
+   ``[2B, P + R-1]`` padding mask that hides the prompt pass's padding slots; the hidden state at
+   response position j scores response token j + 1.
+
+Every response token attends to exactly the keys it attends to in the full row, so the log-probs are
+the plain forward's up to float summation order (``tests/test_shared_prompt.py``: 1e-5). Gradients
+reach the prompt's forward through the cache (``DynamicLayer.update`` concatenates, which autograd
+follows). The LM head runs only on the counted positions, chunk by chunk as in
+``algorithms/logprobs.py``: a pre-hook hands the head an empty slice, so the model computes no logits.
+
+The saving: with prompts a fraction f of a pair's real tokens (f = 0.83 on ``data/capo/pairs.jsonl``),
+the per-token work (projections, MLP) of a step falls by about f/2 (docs/capo.md).
+
+Where it does not apply (:func:`shared_prompt_problem`): packed batches (no separate rows), gradient
+checkpointing (transformers drops the cache under it), an LM head that is not a plain local linear
+layer (logit transforms, ``torch.compile``, FSDP-sharded), a cache with other than full-attention
+layers (sliding windows), or rows that do not pair up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple
+
+import torch
+
+from algorithms.chunked_ce import chunked_token_logprobs, fused_token_logprobs
+from algorithms.logprobs import LOGPROB_IMPLS, TokenLogprobs, _chunkable_head
+from algorithms.packing import is_packed
+from algorithms.reference import adapter_disabled, eval_mode, is_peft_model
+from models.nll import IGNORE_INDEX
+
+
+class SharedPromptLayout(NamedTuple):
+    """A preference batch split into its B prompts and 2B responses (all on the batch's device)."""
+
+    prompt_ids: torch.Tensor  # [B, P], right-padded (slots past plen_i hold other tokens, masked)
+    prompt_mask: torch.Tensor  # [B, P] bool
+    prompt_lens: torch.Tensor  # [2B] long: plen of each row (rows i and B + i equal)
+    response_ids: torch.Tensor  # [2B, R], right-padded with 0
+    response_mask: torch.Tensor  # [2B, R] bool
+    grid_mask: torch.Tensor  # [2B, T-1] bool: the plain path's counted positions
+
+
+class NotSharable(ValueError):
+    """The batch or model can't take the shared-prompt forward (the message says why)."""
+
+
+def shared_prompt_problem(model: torch.nn.Module, batch: dict[str, Any]) -> str | None:
+    """Why the shared-prompt forward can't score ``batch`` under ``model``, or None when it can (the
+    batch's row pairing is checked by :func:`split_pairs`)."""
+    if is_packed(batch):
+        return "the batch is packed (data.packing=true): its rows are laid end to end, not prompt + response"
+    inner = getattr(model, "_orig_mod", model)
+    inner = inner.get_base_model() if is_peft_model(inner) else inner
+    checkpointing = getattr(inner, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(inner, "is_gradient_checkpointing", False)
+    if checkpointing and torch.is_grad_enabled() and inner.training:
+        return "gradient checkpointing is on: transformers drops the KV cache under it"
+    if getattr(model, "_quartet_no_shared_prompt", None):
+        return str(model._quartet_no_shared_prompt)
+    if _chunkable_head(model) is None:
+        return (
+            "the LM head is not a plain local linear layer (logit transform, torch.compile or FSDP-sharded), "
+            "so its input can't be taken at chosen positions"
+        )
+    return None
+
+
+def split_pairs(batch: dict[str, Any]) -> SharedPromptLayout:
+    """The prompts and responses of a padded preference batch; raises :class:`NotSharable` when rows i
+    and B + i do not share their prompt or a row has no counted token."""
+    ids, labels, attn = batch["input_ids"], batch["labels"], batch["attention_mask"].bool()
+    rows, width = ids.shape
+    if rows % 2:
+        raise NotSharable(f"{rows} rows: a preference batch has 2B (chosen rows, then rejected rows)")
+    b = rows // 2
+    counted = labels.ne(IGNORE_INDEX)
+    if not bool(counted.any(-1).all()):
+        raise NotSharable("a row has no response token")
+    plen = counted.int().argmax(-1)  # the first counted label: the response starts there
+    lengths = attn.sum(-1)
+    rlen = lengths - plen
+    cols = torch.arange(width, device=ids.device)
+    in_response = (cols >= plen[:, None]) & (cols < lengths[:, None])
+    if not torch.equal(in_response, counted) or not torch.equal(attn, cols < lengths[:, None]):
+        raise NotSharable("the rows are not right-padded prompt + response rows")
+    p = int(plen[:b].max())
+    prompt_mask = cols[None, :p] < plen[:b, None]
+    same = (ids[:b, :p] == ids[b:, :p]) | ~prompt_mask
+    if not torch.equal(plen[:b], plen[b:]) or not bool(same.all()):
+        raise NotSharable("rows i and B + i do not share their prompt")
+    r = int(rlen.max())
+    offsets = torch.arange(r, device=ids.device)
+    response_mask = offsets[None, :] < rlen[:, None]
+    gather_at = (plen[:, None] + offsets[None, :]).clamp(max=width - 1)
+    response_ids = ids.gather(1, gather_at).masked_fill(~response_mask, 0)
+    return SharedPromptLayout(ids[:b, :p], prompt_mask, plen, response_ids, response_mask, counted[:, 1:])
+
+
+def _run_capturing(model: torch.nn.Module, head: torch.nn.Linear, **inputs: Any) -> tuple[torch.Tensor, Any]:
+    """``(the LM head's input [rows, T, H], the returned cache)``; the head itself computes nothing."""
+    seen: list[torch.Tensor] = []
+
+    def capture(_module: torch.nn.Module, args: tuple) -> tuple:
+        seen.append(args[0])
+        return (args[0][..., :0, :],)
+
+    handle = head.register_forward_pre_hook(capture)
+    try:
+        out = model(**inputs)
+    finally:
+        handle.remove()
+    if len(seen) != 1:
+        raise NotSharable(f"the model called its LM head {len(seen)} times in one forward")
+    return seen[0], getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+
+
+def _expand_cache(cache: Any) -> None:
+    """Every layer's keys and values twice over the batch (chosen rows, then rejected rows), in place;
+    only full-attention ``DynamicLayer`` caches (a sliding window would drop keys the rows need)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
+        raise NotSharable(
+            f"the model's KV cache has {', '.join(kinds)} layers, not full-attention DynamicLayer"
+        )
+    for layer in layers:
+        layer.keys = torch.cat([layer.keys, layer.keys])
+        layer.values = torch.cat([layer.values, layer.values])
+
+
+def _response_hidden(model: torch.nn.Module, head: torch.nn.Linear, lay: SharedPromptLayout) -> torch.Tensor:
+    """``[2B, R, H]``: entry (r, k) is the hidden state that predicts response token k of row r. The
+    last response token is not fed: nothing is scored from it."""
+    b, p = lay.prompt_ids.shape
+    r = lay.response_ids.shape[1]
+    dev = lay.prompt_ids.device
+    h_prompt, cache = _run_capturing(
+        model,
+        head,
+        input_ids=lay.prompt_ids,
+        attention_mask=None,  # right-padded: no real prompt token attends to a padding slot
+        position_ids=torch.arange(p, device=dev)[None].expand(b, -1),
+        use_cache=r > 1,
+    )
+    first = h_prompt[torch.arange(b, device=dev), lay.prompt_lens[:b] - 1].repeat(2, 1)[:, None]
+    if r == 1:  # every response is one token: the prompt pass scored them all
+        return first
+    _expand_cache(cache)
+    h_resp, _ = _run_capturing(
+        model,
+        head,
+        input_ids=lay.response_ids[:, :-1],
+        attention_mask=torch.cat([lay.prompt_mask.repeat(2, 1), lay.response_mask[:, 1:]], 1).long(),
+        position_ids=lay.prompt_lens[:, None] + torch.arange(r - 1, device=dev)[None],
+        cache=cache,
+        use_cache=True,
+    )
+    return torch.cat([first, h_resp], 1)
+
+
+def shared_prompt_logprobs(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    impl: str = "chunked",
+    chunk_tokens: int | None = None,
+    layout: SharedPromptLayout | None = None,
+) -> TokenLogprobs:
+    """:func:`algorithms.logprobs.batch_token_logprobs` of a padded preference batch, each prompt run once
+    (see the module docstring): the same ``[2B, T-1]`` grid of log-probs, mask and argmax hits. Raises
+    :class:`NotSharable` where :func:`shared_prompt_problem` would name a problem or the rows don't pair.
+    ``layout``: the batch's :func:`split_pairs`, when the caller already has it."""
+    if impl not in LOGPROB_IMPLS:
+        raise ValueError(f"logprob impl {impl!r} must be one of {', '.join(LOGPROB_IMPLS)}")
+    problem = shared_prompt_problem(model, batch)
+    if problem:
+        raise NotSharable(problem)
+    head = _chunkable_head(model)
+    lay = split_pairs(batch) if layout is None else layout
+    try:
+        hidden = _response_hidden(model, head, lay)[lay.response_mask]
+    except NotSharable as e:  # found mid-forward (the cache's kind): remembered for the model
+        model._quartet_no_shared_prompt = str(e)
+        raise
+    targets = lay.response_ids[lay.response_mask]
+    if impl == "fused":
+        logp, correct = fused_token_logprobs(hidden, head.weight, targets, head.bias)
+    elif impl == "full":
+        logits = torch.nn.functional.linear(hidden, head.weight, head.bias)
+        logp = -torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        correct = logits.detach().argmax(-1).eq(targets)
+    else:
+        logp, correct = chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens)
+    mask = lay.grid_mask
+    grid = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device).masked_scatter(mask, logp)
+    hits = torch.zeros_like(mask).masked_scatter(mask, correct)
+    return TokenLogprobs(grid, mask, hits)
+
+
+@torch.no_grad()
+def frozen_shared_prompt_logprobs(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    adapter_off: bool = False,
+    impl: str = "chunked",
+    chunk_tokens: int | None = None,
+    layout: SharedPromptLayout | None = None,
+) -> TokenLogprobs:
+    """:func:`shared_prompt_logprobs` under a frozen model, as ``reference.frozen_batch_logprobs``: no
+    grad, eval mode for the call, the LoRA adapter off when ``adapter_off``."""
+    off = adapter_disabled(model) if adapter_off and is_peft_model(model) else contextlib.nullcontext()
+    with off, eval_mode(model):
+        return shared_prompt_logprobs(model, batch, impl, chunk_tokens, layout)
