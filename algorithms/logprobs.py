@@ -12,6 +12,8 @@ once, then cross-entropy: the path before chunking), ``fused`` (cut-cross-entrop
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 import torch
@@ -82,7 +84,7 @@ def labelled_logits(
     return logits[:, :-1][shift_mask], targets, shift_mask
 
 
-def _chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
+def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     """The LM head when the logits are exactly ``head(h)`` and its weight is a plain local tensor."""
     if hasattr(model, "_orig_mod") or getattr(model, "_quartet_full_logits", False):
         return None  # torch.compile'd, or a model whose forward ignores a boolean logits_to_keep
@@ -100,14 +102,10 @@ def _chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return head
 
 
-def labelled_hidden(
-    model: torch.nn.Module, head: torch.nn.Linear, inputs: dict[str, Any], labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-    """``(hidden [N, H], targets [N], mask [B, T-1])``: the LM head's input at the counted positions,
-    taken by a pre-hook that hands the head an empty slice instead (so the model's forward computes no
-    logits at all). None when the model did not call its head on exactly those positions."""
-    shift_mask, keep = _keep_mask(labels)
-    targets = labels[:, 1:][shift_mask]
+@contextlib.contextmanager
+def head_inputs(head: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
+    """Collect the LM head's inputs while the block runs, and hand the head an empty slice instead, so
+    the model's forward computes no logits (the caller applies the head where it needs it)."""
     seen: list[torch.Tensor] = []
 
     def capture(_module: torch.nn.Module, args: tuple) -> tuple:
@@ -116,11 +114,51 @@ def labelled_hidden(
 
     handle = head.register_forward_pre_hook(capture)
     try:
-        model(**inputs, logits_to_keep=keep, use_cache=False)
-    except (TypeError, IndexError):
-        seen.clear()
+        yield seen
     finally:
         handle.remove()
+
+
+def activation_checkpointing_on(model: torch.nn.Module) -> bool:
+    """Whether the model recomputes its forward in the backward (transformers 5.x's name, then 4.x's):
+    a KV cache is not kept through such a forward."""
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    return bool(checkpointing)
+
+
+def head_logprobs(
+    hidden: torch.Tensor,
+    head: torch.nn.Linear,
+    targets: torch.Tensor,
+    impl: str = "chunked",
+    chunk_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp [N], correct [N])`` of ``targets`` under ``head(hidden)`` by ``impl`` (chunked, fused or
+    full logits)."""
+    if impl == "fused":
+        return fused_token_logprobs(hidden, head.weight, targets, head.bias)
+    if impl == "full":
+        logits = torch.nn.functional.linear(hidden, head.weight, head.bias)
+        logp = -torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+        return logp, logits.detach().argmax(-1).eq(targets)
+    return chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens)
+
+
+def labelled_hidden(
+    model: torch.nn.Module, head: torch.nn.Linear, inputs: dict[str, Any], labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``(hidden [N, H], targets [N], mask [B, T-1])``: the LM head's input at the counted positions,
+    taken by a pre-hook that hands the head an empty slice instead (so the model's forward computes no
+    logits at all). None when the model did not call its head on exactly those positions."""
+    shift_mask, keep = _keep_mask(labels)
+    targets = labels[:, 1:][shift_mask]
+    with head_inputs(head) as seen:
+        try:
+            model(**inputs, logits_to_keep=keep, use_cache=False)
+        except (TypeError, IndexError):
+            seen.clear()
     if len(seen) != 1 or seen[0].numel() != targets.numel() * head.in_features:
         model._quartet_full_logits = True
         return None
@@ -133,7 +171,7 @@ def _counted_logprobs(
     """``(logp [N], correct [N], mask [B, T-1])`` at the counted positions of the forward's layout."""
     if impl not in LOGPROB_IMPLS:
         raise ValueError(f"logprob impl {impl!r} must be one of {', '.join(LOGPROB_IMPLS)}")
-    head = _chunkable_head(model) if impl != "full" else None
+    head = chunkable_head(model) if impl != "full" else None
     found = labelled_hidden(model, head, inputs, labels) if head is not None else None
     if found is None:
         logits, targets, mask = labelled_logits(model, inputs, labels)
@@ -142,10 +180,7 @@ def _counted_logprobs(
             correct = logits.argmax(-1).eq(targets)
         return logp, correct, mask
     hidden, targets, mask = found
-    if impl == "fused":
-        logp, correct = fused_token_logprobs(hidden, head.weight, targets, head.bias)
-    else:
-        logp, correct = chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens)
+    logp, correct = head_logprobs(hidden, head, targets, impl, chunk_tokens)
     return logp, correct, mask
 
 

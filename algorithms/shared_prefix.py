@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Iterator
 
 import torch
 
 from algorithms.chunked_ce import chunked_token_logprobs
-from algorithms.logprobs import _chunkable_head
+from algorithms.logprobs import activation_checkpointing_on, chunkable_head, head_inputs
 from algorithms.rollouts import PrefixTensors
 
 
@@ -38,10 +37,7 @@ def can_share_prefix(model: torch.nn.Module, prefix: PrefixTensors | None) -> bo
     model with a KV cache that is not recomputing its forward (gradient checkpointing)."""
     if prefix is None or bool((prefix.prefix_mask.sum(1) == 0).any()):
         return False
-    checkpointing = getattr(model, "is_activation_checkpointing", None)  # transformers >= 5.x's name
-    if checkpointing is None:
-        checkpointing = getattr(model, "is_gradient_checkpointing", False)
-    if checkpointing:
+    if activation_checkpointing_on(model):
         return False
     return not _fsdp_sharded(model)
 
@@ -60,25 +56,6 @@ def _fsdp_sharded(model: torch.nn.Module) -> bool:
 def _cache_keyword(model: torch.nn.Module) -> str:
     params = inspect.signature(model.forward).parameters
     return "cache" if "cache" in params else "past_key_values"
-
-
-@contextlib.contextmanager
-def _head_inputs(head: torch.nn.Module | None) -> Iterator[list[torch.Tensor]]:
-    """Collect the LM head's input and hand the head an empty slice instead (no logits computed)."""
-    seen: list[torch.Tensor] = []
-    if head is None:
-        yield seen
-        return
-
-    def capture(_module: torch.nn.Module, args: tuple) -> tuple:
-        seen.append(args[0])
-        return (args[0][..., :0, :],)
-
-    handle = head.register_forward_pre_hook(capture)
-    try:
-        yield seen
-    finally:
-        handle.remove()
 
 
 def prefix_cache(model: torch.nn.Module, prefix: PrefixTensors, group: int) -> object:
@@ -106,9 +83,9 @@ def shared_prefix_logprobs(
     start = prefix.prefix_mask.sum(1).repeat_interleave(group)
     positions = start.unsqueeze(1) + torch.arange(keep.shape[1], device=keep.device)
     targets = prefix.completion_ids[keep]
-    head = _chunkable_head(model)
+    head = chunkable_head(model)
     kwargs = {_cache_keyword(model): cache}
-    with _head_inputs(head) as seen:
+    with head_inputs(head) if head is not None else contextlib.nullcontext([]) as seen:
         out = model(input_ids=prefix.step_ids, attention_mask=attention, position_ids=positions, use_cache=True,
                     logits_to_keep=keep, **kwargs)  # fmt: skip
     if head is not None:

@@ -36,8 +36,14 @@ from typing import Any, NamedTuple
 
 import torch
 
-from algorithms.chunked_ce import chunked_token_logprobs, fused_token_logprobs
-from algorithms.logprobs import LOGPROB_IMPLS, TokenLogprobs, _chunkable_head
+from algorithms.logprobs import (
+    LOGPROB_IMPLS,
+    TokenLogprobs,
+    activation_checkpointing_on,
+    chunkable_head,
+    head_inputs,
+    head_logprobs,
+)
 from algorithms.packing import is_packed
 from algorithms.reference import adapter_disabled, eval_mode, is_peft_model
 from models.nll import IGNORE_INDEX
@@ -65,14 +71,11 @@ def shared_prompt_problem(model: torch.nn.Module, batch: dict[str, Any]) -> str 
         return "the batch is packed (data.packing=true): its rows are laid end to end, not prompt + response"
     inner = getattr(model, "_orig_mod", model)
     inner = inner.get_base_model() if is_peft_model(inner) else inner
-    checkpointing = getattr(inner, "is_activation_checkpointing", None)
-    if checkpointing is None:
-        checkpointing = getattr(inner, "is_gradient_checkpointing", False)
-    if checkpointing and torch.is_grad_enabled() and inner.training:
+    if activation_checkpointing_on(inner) and torch.is_grad_enabled() and inner.training:
         return "gradient checkpointing is on: transformers drops the KV cache under it"
     if getattr(model, "_quartet_no_shared_prompt", None):
         return str(model._quartet_no_shared_prompt)
-    if _chunkable_head(model) is None:
+    if chunkable_head(model) is None:
         return (
             "the LM head is not a plain local linear layer (logit transform, torch.compile or FSDP-sharded), "
             "so its input can't be taken at chosen positions"
@@ -113,17 +116,8 @@ def split_pairs(batch: dict[str, Any]) -> SharedPromptLayout:
 
 def _run_capturing(model: torch.nn.Module, head: torch.nn.Linear, **inputs: Any) -> tuple[torch.Tensor, Any]:
     """``(the LM head's input [rows, T, H], the returned cache)``; the head itself computes nothing."""
-    seen: list[torch.Tensor] = []
-
-    def capture(_module: torch.nn.Module, args: tuple) -> tuple:
-        seen.append(args[0])
-        return (args[0][..., :0, :],)
-
-    handle = head.register_forward_pre_hook(capture)
-    try:
+    with head_inputs(head) as seen:
         out = model(**inputs)
-    finally:
-        handle.remove()
     if len(seen) != 1:
         raise NotSharable(f"the model called its LM head {len(seen)} times in one forward")
     return seen[0], getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -191,7 +185,7 @@ def shared_prompt_logprobs(
     problem = shared_prompt_problem(model, batch)
     if problem:
         raise NotSharable(problem)
-    head = _chunkable_head(model)
+    head = chunkable_head(model)
     lay = split_pairs(batch) if layout is None else layout
     try:
         hidden = _response_hidden(model, head, lay)[lay.response_mask]
@@ -199,14 +193,7 @@ def shared_prompt_logprobs(
         model._quartet_no_shared_prompt = str(e)
         raise
     targets = lay.response_ids[lay.response_mask]
-    if impl == "fused":
-        logp, correct = fused_token_logprobs(hidden, head.weight, targets, head.bias)
-    elif impl == "full":
-        logits = torch.nn.functional.linear(hidden, head.weight, head.bias)
-        logp = -torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-        correct = logits.detach().argmax(-1).eq(targets)
-    else:
-        logp, correct = chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens)
+    logp, correct = head_logprobs(hidden, head, targets, impl, chunk_tokens)
     mask = lay.grid_mask
     grid = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device).masked_scatter(mask, logp)
     hits = torch.zeros_like(mask).masked_scatter(mask, correct)
