@@ -22,8 +22,10 @@ Run: ``python bench/generation.py`` (about 2 minutes on 2 cores).
 **greedy** (``--workload greedy``): the real model of the test tier (SmolLM2-135M-Instruct, fp32, prepared
 by ``make real-model``), 16 chat prompts (the user turns of ``data/realmodel/dialogues.jsonl``, chat
 template applied), exactly 128 new tokens each (EOS ignored), one batch of 16. Variants, interleaved in
-rounds with the order rotated:
+rounds with the order rotated (``--greedy-variants`` picks a subset; vLLM runs whenever it can):
 
+- ``prepacked``: ``generate_token_ids(decode="prepacked")``: the eager loop with every linear layer on
+  a oneDNN-packed weight (:mod:`inference.prepacked`; packing happens in the warm-up call);
 - ``compiled``: ``generate_token_ids(decode="compiled")``: static KV cache and a ``torch.compile``-d
   decode step (its one-time compile is done in a warm-up call, outside the timing);
 - ``eager``: today's decoder (``decode="eager"``, dynamic preallocated cache);
@@ -31,12 +33,14 @@ rounds with the order rotated:
 - ``vllm``: vLLM's offline engine (fp32, ``enforce_eager``) in ``.venv-vllm`` through
   ``scripts/vllm_greedy_worker.py``, timed inside that process; only where ``.venv-vllm`` exists.
 
-The token ids of ``compiled`` must equal ``eager``'s (checked; the run fails otherwise), and the
-agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is compiled / vLLM tokens/s where
-vLLM ran, else compiled / eager (the ``baseline`` field names which).
+The token ids of ``prepacked`` and ``compiled`` must equal ``eager``'s (checked; the run fails
+otherwise), and the agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is
+prepacked / vLLM tokens/s where vLLM ran, else prepacked / eager (the ``baseline`` field names which);
+``ratios`` holds every variant against every other one run.
 
 What separates the HF backend from vLLM on CPU is written up in docs/decoding_speed.md (measured:
-compiled 0.77x eager, eager about 0.41x vLLM, SmolLM2 fp32 on a loaded 2-core machine).
+compiled 0.77x eager, eager about 0.41x vLLM, prepacked about 2x eager; SmolLM2 fp32 on a loaded
+2-core machine).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
+GREEDY_VARIANTS = ("prepacked", "compiled", "eager", "hf_generate")
 
 MODELS = {
     "tiny": {
@@ -180,6 +185,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--models", default="tiny,6M")
     ap.add_argument("--greedy-prompts", type=int, default=16)
     ap.add_argument("--greedy-new-tokens", type=int, default=128)
+    ap.add_argument(
+        "--greedy-variants",
+        default=",".join(GREEDY_VARIANTS),
+        help="comma-separated subset of our greedy variants to time (prepacked and eager always run)",
+    )
     ap.add_argument(
         "--vllm-python",
         default=str(ROOT / ".venv-vllm" / "bin" / "python")
@@ -377,7 +387,12 @@ def greedy_variants(model, prompts: list[list[int]], new_tokens: int, pad: int) 
         )
         return time.perf_counter() - start, out[:, ids.shape[1] :].tolist()
 
-    return {"compiled": ours("compiled"), "eager": ours("eager"), "hf_generate": hf_generate}
+    return {
+        "prepacked": ours("prepacked"),
+        "compiled": ours("compiled"),
+        "eager": ours("eager"),
+        "hf_generate": hf_generate,
+    }
 
 
 def greedy_rounds(fns: dict[str, Callable], rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
@@ -409,10 +424,19 @@ def greedy_main(args: argparse.Namespace) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     prompts = greedy_prompts(tok, args.greedy_prompts)
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
-    fns = greedy_variants(model, prompts, args.greedy_new_tokens, pad)
-    compile_s, _ = fns["compiled"]()  # warm-up: the one-time compile
-    for v in ("eager", "hf_generate"):
-        fns[v]()
+    chosen = {"prepacked", "eager", *args.greedy_variants.split(",")}
+    unknown = chosen - set(GREEDY_VARIANTS)
+    if unknown:
+        raise SystemExit(
+            f"error: --greedy-variants: unknown {sorted(unknown)}; choose from {GREEDY_VARIANTS}"
+        )
+    fns = {
+        k: f for k, f in greedy_variants(model, prompts, args.greedy_new_tokens, pad).items() if k in chosen
+    }
+    compile_s = fns["compiled"]()[0] if "compiled" in fns else 0.0  # warm-up: the one-time compile
+    for v in fns:
+        if v != "compiled":
+            fns[v]()  # warm-up (prepacked: packs the weights once)
     worker = None
     with tempfile.TemporaryDirectory() as work:
         if args.vllm_python:
@@ -429,31 +453,40 @@ def greedy_report(
     args: argparse.Namespace, times: dict[str, list[float]], ids: dict, compile_s: float
 ) -> None:
     tokens = args.greedy_prompts * args.greedy_new_tokens
-    if ids["compiled"] != ids["eager"]:
-        raise SystemExit("error: compiled greedy tokens differ from the eager decoder's")
+    for v in ("prepacked", "compiled"):
+        if v in ids and ids[v] != ids["eager"]:
+            raise SystemExit(f"error: {v} greedy tokens differ from the eager decoder's")
     ratios = {
-        b: statistics.median(tb / tc for tb, tc in zip(times[b], times["compiled"]))
+        b: statistics.median(tb / tc for tb, tc in zip(times[b], times["prepacked"]))
         for b in times
-        if b != "compiled"
+        if b != "prepacked"
     }
     print(
         f"greedy: {args.greedy_prompts} prompts x {args.greedy_new_tokens} new tokens, SmolLM2-135M fp32, "
         f"threads={args.threads}, rounds={args.rounds}, first compile {compile_s:.1f} s (not timed)"
     )
-    print(f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'compiled/this':>14} {'same ids as eager':>18}")
+    print(f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'prepacked/this':>15} {'same ids as eager':>18}")
     for v, ts in times.items():
         med = statistics.median(ts)
         rel = f"{ratios[v]:.2f}x" if v in ratios else ""
         same = sum(a == b for a, b in zip(ids[v], ids["eager"]))
-        print(f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>14} {same:>15}/{len(ids['eager'])}")
+        print(f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>15} {same:>15}/{len(ids['eager'])}")
     base = "vllm" if "vllm" in ratios else "eager"
     result = {
         "ratio": round(ratios[base], 3),
         "baseline": {
             "vllm": "vLLM 0.32 CPU offline engine, fp32, enforce_eager, same prompt ids (tokens/s)",
-            "eager": "today's eager decoder, generate_token_ids(decode='eager') (tokens/s); no .venv-vllm here",
+            "eager": "the eager decoder, generate_token_ids(decode='eager') (tokens/s); no .venv-vllm here",
         }[base],
+        "variant": "prepacked",
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "ratios_vs_vllm": {
+            k: round(statistics.median(tv / tk for tv, tk in zip(times["vllm"], t)), 3)
+            for k, t in times.items()
+            if k != "vllm"
+        }
+        if "vllm" in times
+        else {},
         "tokens_per_s": {k: round(tokens / statistics.median(v)) for k, v in times.items()},
         "identical_ids_vs_eager": {k: sum(a == b for a, b in zip(v, ids["eager"])) for k, v in ids.items()},
         "prompts": args.greedy_prompts,
