@@ -36,7 +36,9 @@ rounds with the order rotated (``--greedy-variants`` picks a subset; vLLM runs w
 The token ids of ``prepacked`` and ``compiled`` must equal ``eager``'s (checked; the run fails
 otherwise), and the agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is
 prepacked / vLLM tokens/s where vLLM ran, else prepacked / eager (the ``baseline`` field names which);
-``ratios`` holds every variant against every other one run.
+``ratios`` holds prepacked against every other variant run (wall clock), ``ratios_cpu_time`` the same
+in CPU seconds of the process doing the work (for vLLM, its worker and the worker's child processes),
+which a shared machine disturbs less than the wall clock.
 
 What separates the HF backend from vLLM on CPU is written up in docs/decoding_speed.md (measured:
 compiled 0.77x eager, eager about 0.41x vLLM, prepacked about 2x eager; SmolLM2 fp32 on a loaded
@@ -395,16 +397,40 @@ def greedy_variants(model, prompts: list[list[int]], new_tokens: int, pad: int) 
     }
 
 
-def greedy_rounds(fns: dict[str, Callable], rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
-    """Interleaved rounds (order rotated each round): seconds per variant per round, and the last ids."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants (Linux /proc;
+    0.0 elsewhere). vLLM runs its engine in a child process of the worker."""
+    import os
+
+    total, stack, tick = 0, [pid], os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while stack:
+        proc = Path(f"/proc/{stack.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in (proc / "task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def greedy_rounds(
+    fns: dict[str, Callable], rounds: int, cpu_of: dict[str, Callable[[], float]]
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list]]:
+    """Interleaved rounds (order rotated each round): wall seconds and CPU seconds per variant per round
+    (``cpu_of[v]`` reads the CPU clock of the process that does v's work), and the last ids."""
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     ids: dict[str, list] = {}
     for r in range(rounds):
         for v in names[r % len(names) :] + names[: r % len(names)]:
+            start = cpu_of[v]()
             seconds, ids[v] = fns[v]()
+            cpu[v].append(cpu_of[v]() - start)
             times[v].append(seconds)
-    return times, ids
+    return times, cpu, ids
 
 
 def greedy_main(args: argparse.Namespace) -> None:
@@ -443,14 +469,21 @@ def greedy_main(args: argparse.Namespace) -> None:
             worker = VLLMWorker(args.vllm_python, folder, prompts, args.greedy_new_tokens, Path(work))
             worker.run()
             fns["vllm"] = worker.run
-        times, ids = greedy_rounds(fns, args.rounds)
+        cpu_of = {v: time.process_time for v in fns}
+        if worker is not None:
+            cpu_of["vllm"] = lambda: tree_cpu_seconds(worker.proc.pid)
+        times, cpu, ids = greedy_rounds(fns, args.rounds, cpu_of)
         if worker is not None:
             worker.close()
-    greedy_report(args, times, ids, compile_s)
+    greedy_report(args, times, cpu, ids, compile_s)
 
 
 def greedy_report(
-    args: argparse.Namespace, times: dict[str, list[float]], ids: dict, compile_s: float
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    ids: dict,
+    compile_s: float,
 ) -> None:
     tokens = args.greedy_prompts * args.greedy_new_tokens
     for v in ("prepacked", "compiled"):
@@ -465,12 +498,26 @@ def greedy_report(
         f"greedy: {args.greedy_prompts} prompts x {args.greedy_new_tokens} new tokens, SmolLM2-135M fp32, "
         f"threads={args.threads}, rounds={args.rounds}, first compile {compile_s:.1f} s (not timed)"
     )
-    print(f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'prepacked/this':>15} {'same ids as eager':>18}")
+    # CPU seconds per run: on a shared machine the wall clock also counts the time a variant waited for
+    # the core; the CPU clock of the process doing the work does not.
+    cpu_ratios = {
+        b: statistics.median(cb / cc for cb, cc in zip(cpu[b], cpu["prepacked"]))
+        for b in cpu
+        if b != "prepacked" and min(cpu["prepacked"]) > 0
+    }
+    print(
+        f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'prepacked/this':>15} {'CPU s':>7} "
+        f"{'CPU/wall':>9} {'prepacked/this (CPU)':>21} {'same ids as eager':>18}"
+    )
     for v, ts in times.items():
-        med = statistics.median(ts)
+        med, med_cpu = statistics.median(ts), statistics.median(cpu[v])
         rel = f"{ratios[v]:.2f}x" if v in ratios else ""
+        rel_cpu = f"{cpu_ratios[v]:.2f}x" if v in cpu_ratios else ""
         same = sum(a == b for a, b in zip(ids[v], ids["eager"]))
-        print(f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>15} {same:>15}/{len(ids['eager'])}")
+        print(
+            f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>15} {med_cpu:>7.2f} {med_cpu / med:>9.2f} "
+            f"{rel_cpu:>21} {same:>15}/{len(ids['eager'])}"
+        )
     base = "vllm" if "vllm" in ratios else "eager"
     result = {
         "ratio": round(ratios[base], 3),
@@ -488,6 +535,8 @@ def greedy_report(
         if "vllm" in times
         else {},
         "tokens_per_s": {k: round(tokens / statistics.median(v)) for k, v in times.items()},
+        "ratios_cpu_time": {k: round(v, 3) for k, v in cpu_ratios.items()},
+        "cpu_seconds": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
         "identical_ids_vs_eager": {k: sum(a == b for a, b in zip(v, ids["eager"])) for k, v in ids.items()},
         "prompts": args.greedy_prompts,
         "new_tokens": args.greedy_new_tokens,
