@@ -68,12 +68,8 @@ def _packed_forward(module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) ->
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-@contextmanager
-def prepacked_linears(model: nn.Module) -> Iterator[int]:
-    """Run the model's float32 CPU ``nn.Linear`` layers on oneDNN-packed weights inside the block.
-
-    Yields the number of layers switched. Meant for inference (no autograd through the packed
-    weights): use it under ``torch.inference_mode()`` or ``torch.no_grad()``.
+def packable_layers(model: nn.Module) -> list[nn.Linear]:
+    """The layers :func:`prepacked_linears` switches.
 
     Raises:
         ValueError: when this torch build lacks oneDNN, or the model has no such layer (e.g. it lives
@@ -84,6 +80,20 @@ def prepacked_linears(model: nn.Module) -> Iterator[int]:
     layers = [m for m in model.modules() if packable(m)]
     if not layers:
         raise ValueError("decode='prepacked' needs a model with float32 nn.Linear layers on the CPU")
+    return layers
+
+
+@contextmanager
+def prepacked_linears(model: nn.Module) -> Iterator[int]:
+    """Run the model's float32 CPU ``nn.Linear`` layers on oneDNN-packed weights inside the block.
+
+    Yields the number of layers switched. Meant for inference (no autograd through the packed
+    weights): use it under ``torch.inference_mode()`` or ``torch.no_grad()``.
+
+    Raises:
+        ValueError: as :func:`packable_layers`.
+    """
+    layers = packable_layers(model)
     try:
         for layer in layers:
             packed = packed_weight(layer)

@@ -98,3 +98,10 @@ def test_only_float32_cpu_linears_are_packed_and_nothing_packable_is_refused() -
     assert not packable(nn.Conv1d(4, 4, 1))
     with pytest.raises(ValueError, match="prepacked"), prepacked_linears(nn.Linear(4, 4).to(torch.bfloat16)):
         pass
+
+
+def test_backend_refuses_prepacked_for_a_model_it_cannot_pack(model, tok) -> None:
+    bf16 = tiny_llama(len(tok), seed=0).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="float32 nn.Linear"):
+        HFBackend(bf16, tok, decode="prepacked")
+    HFBackend(model, tok, decode="prepacked")  # a float32 CPU model is accepted

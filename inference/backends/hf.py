@@ -75,6 +75,10 @@ class HFBackend(GenerationBackend):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+        if decode == "prepacked":
+            from inference.prepacked import packable_layers
+
+            packable_layers(model)  # refused at start-up, not at the first generation
         self.decode = decode
         self.model = model
         self.tokenizer = tokenizer

@@ -31,7 +31,6 @@ def test_static_cache_greedy_tokens_equal_the_eager_loop(real_model_dir, real_to
     assert static == eager
 
 
-@pytest.mark.slow
 def test_prepacked_greedy_tokens_equal_the_eager_loop(real_model_dir, real_tokenizer) -> None:
     from transformers import AutoModelForCausalLM
 
