@@ -22,8 +22,10 @@ Run: ``python bench/generation.py`` (about 2 minutes on 2 cores).
 **greedy** (``--workload greedy``): the real model of the test tier (SmolLM2-135M-Instruct, fp32, prepared
 by ``make real-model``), 16 chat prompts (the user turns of ``data/realmodel/dialogues.jsonl``, chat
 template applied), exactly 128 new tokens each (EOS ignored), one batch of 16. Variants, interleaved in
-rounds with the order rotated:
+rounds with the order rotated (``--greedy-variants`` picks a subset; vLLM runs whenever it can):
 
+- ``prepacked``: ``generate_token_ids(decode="prepacked")``: the eager loop with every linear layer on
+  a oneDNN-packed weight (:mod:`inference.prepacked`; packing happens in the warm-up call);
 - ``compiled``: ``generate_token_ids(decode="compiled")``: static KV cache and a ``torch.compile``-d
   decode step (its one-time compile is done in a warm-up call, outside the timing);
 - ``eager``: today's decoder (``decode="eager"``, dynamic preallocated cache);
@@ -31,12 +33,16 @@ rounds with the order rotated:
 - ``vllm``: vLLM's offline engine (fp32, ``enforce_eager``) in ``.venv-vllm`` through
   ``scripts/vllm_greedy_worker.py``, timed inside that process; only where ``.venv-vllm`` exists.
 
-The token ids of ``compiled`` must equal ``eager``'s (checked; the run fails otherwise), and the
-agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is compiled / vLLM tokens/s where
-vLLM ran, else compiled / eager (the ``baseline`` field names which).
+The token ids of ``prepacked`` and ``compiled`` must equal ``eager``'s (checked; the run fails
+otherwise), and the agreement with ``hf_generate`` and vLLM is reported. The JSON ``ratio`` is
+prepacked / vLLM tokens/s where vLLM ran, else prepacked / eager (the ``baseline`` field names which);
+``ratios`` holds prepacked against every other variant run (wall clock), ``ratios_cpu_time`` the same
+in CPU seconds of the process doing the work (for vLLM, its worker and the worker's child processes),
+which a shared machine disturbs less than the wall clock.
 
 What separates the HF backend from vLLM on CPU is written up in docs/decoding_speed.md (measured:
-compiled 0.77x eager, eager about 0.41x vLLM, SmolLM2 fp32 on a loaded 2-core machine).
+compiled 0.77x eager, eager about 0.41x vLLM, prepacked about 2x eager; SmolLM2 fp32 on a loaded
+2-core machine).
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
+GREEDY_VARIANTS = ("prepacked", "compiled", "eager", "hf_generate")
 
 MODELS = {
     "tiny": {
@@ -180,6 +187,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--models", default="tiny,6M")
     ap.add_argument("--greedy-prompts", type=int, default=16)
     ap.add_argument("--greedy-new-tokens", type=int, default=128)
+    ap.add_argument(
+        "--greedy-variants",
+        default=",".join(GREEDY_VARIANTS),
+        help="comma-separated subset of our greedy variants to time (prepacked and eager always run)",
+    )
     ap.add_argument(
         "--vllm-python",
         default=str(ROOT / ".venv-vllm" / "bin" / "python")
@@ -377,19 +389,48 @@ def greedy_variants(model, prompts: list[list[int]], new_tokens: int, pad: int) 
         )
         return time.perf_counter() - start, out[:, ids.shape[1] :].tolist()
 
-    return {"compiled": ours("compiled"), "eager": ours("eager"), "hf_generate": hf_generate}
+    return {
+        "prepacked": ours("prepacked"),
+        "compiled": ours("compiled"),
+        "eager": ours("eager"),
+        "hf_generate": hf_generate,
+    }
 
 
-def greedy_rounds(fns: dict[str, Callable], rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
-    """Interleaved rounds (order rotated each round): seconds per variant per round, and the last ids."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants (Linux /proc;
+    0.0 elsewhere). vLLM runs its engine in a child process of the worker."""
+    import os
+
+    total, stack, tick = 0, [pid], os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while stack:
+        proc = Path(f"/proc/{stack.pop()}")
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in (proc / "task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def greedy_rounds(
+    fns: dict[str, Callable], rounds: int, cpu_of: dict[str, Callable[[], float]]
+) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, list]]:
+    """Interleaved rounds (order rotated each round): wall seconds and CPU seconds per variant per round
+    (``cpu_of[v]`` reads the CPU clock of the process that does v's work), and the last ids."""
     names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in names}
+    cpu: dict[str, list[float]] = {k: [] for k in names}
     ids: dict[str, list] = {}
     for r in range(rounds):
         for v in names[r % len(names) :] + names[: r % len(names)]:
+            start = cpu_of[v]()
             seconds, ids[v] = fns[v]()
+            cpu[v].append(cpu_of[v]() - start)
             times[v].append(seconds)
-    return times, ids
+    return times, cpu, ids
 
 
 def greedy_main(args: argparse.Namespace) -> None:
@@ -409,52 +450,93 @@ def greedy_main(args: argparse.Namespace) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     prompts = greedy_prompts(tok, args.greedy_prompts)
     pad = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
-    fns = greedy_variants(model, prompts, args.greedy_new_tokens, pad)
-    compile_s, _ = fns["compiled"]()  # warm-up: the one-time compile
-    for v in ("eager", "hf_generate"):
-        fns[v]()
+    chosen = {"prepacked", "eager", *args.greedy_variants.split(",")}
+    unknown = chosen - set(GREEDY_VARIANTS)
+    if unknown:
+        raise SystemExit(
+            f"error: --greedy-variants: unknown {sorted(unknown)}; choose from {GREEDY_VARIANTS}"
+        )
+    fns = {
+        k: f for k, f in greedy_variants(model, prompts, args.greedy_new_tokens, pad).items() if k in chosen
+    }
+    compile_s = fns["compiled"]()[0] if "compiled" in fns else 0.0  # warm-up: the one-time compile
+    for v in fns:
+        if v != "compiled":
+            fns[v]()  # warm-up (prepacked: packs the weights once)
     worker = None
     with tempfile.TemporaryDirectory() as work:
         if args.vllm_python:
             worker = VLLMWorker(args.vllm_python, folder, prompts, args.greedy_new_tokens, Path(work))
             worker.run()
             fns["vllm"] = worker.run
-        times, ids = greedy_rounds(fns, args.rounds)
+        cpu_of = {v: time.process_time for v in fns}
+        if worker is not None:
+            cpu_of["vllm"] = lambda: tree_cpu_seconds(worker.proc.pid)
+        times, cpu, ids = greedy_rounds(fns, args.rounds, cpu_of)
         if worker is not None:
             worker.close()
-    greedy_report(args, times, ids, compile_s)
+    greedy_report(args, times, cpu, ids, compile_s)
 
 
 def greedy_report(
-    args: argparse.Namespace, times: dict[str, list[float]], ids: dict, compile_s: float
+    args: argparse.Namespace,
+    times: dict[str, list[float]],
+    cpu: dict[str, list[float]],
+    ids: dict,
+    compile_s: float,
 ) -> None:
     tokens = args.greedy_prompts * args.greedy_new_tokens
-    if ids["compiled"] != ids["eager"]:
-        raise SystemExit("error: compiled greedy tokens differ from the eager decoder's")
+    for v in ("prepacked", "compiled"):
+        if v in ids and ids[v] != ids["eager"]:
+            raise SystemExit(f"error: {v} greedy tokens differ from the eager decoder's")
     ratios = {
-        b: statistics.median(tb / tc for tb, tc in zip(times[b], times["compiled"]))
+        b: statistics.median(tb / tc for tb, tc in zip(times[b], times["prepacked"]))
         for b in times
-        if b != "compiled"
+        if b != "prepacked"
     }
     print(
         f"greedy: {args.greedy_prompts} prompts x {args.greedy_new_tokens} new tokens, SmolLM2-135M fp32, "
         f"threads={args.threads}, rounds={args.rounds}, first compile {compile_s:.1f} s (not timed)"
     )
-    print(f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'compiled/this':>14} {'same ids as eager':>18}")
+    # CPU seconds per run: on a shared machine the wall clock also counts the time a variant waited for
+    # the core; the CPU clock of the process doing the work does not.
+    cpu_ratios = {
+        b: statistics.median(cb / cc for cb, cc in zip(cpu[b], cpu["prepacked"]))
+        for b in cpu
+        if b != "prepacked" and min(cpu["prepacked"]) > 0
+    }
+    print(
+        f"{'variant':<12} {'median s':>9} {'tokens/s':>9} {'prepacked/this':>15} {'CPU s':>7} "
+        f"{'CPU/wall':>9} {'prepacked/this (CPU)':>21} {'same ids as eager':>18}"
+    )
     for v, ts in times.items():
-        med = statistics.median(ts)
+        med, med_cpu = statistics.median(ts), statistics.median(cpu[v])
         rel = f"{ratios[v]:.2f}x" if v in ratios else ""
+        rel_cpu = f"{cpu_ratios[v]:.2f}x" if v in cpu_ratios else ""
         same = sum(a == b for a, b in zip(ids[v], ids["eager"]))
-        print(f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>14} {same:>15}/{len(ids['eager'])}")
+        print(
+            f"{v:<12} {med:>9.2f} {tokens / med:>9.0f} {rel:>15} {med_cpu:>7.2f} {med_cpu / med:>9.2f} "
+            f"{rel_cpu:>21} {same:>15}/{len(ids['eager'])}"
+        )
     base = "vllm" if "vllm" in ratios else "eager"
     result = {
         "ratio": round(ratios[base], 3),
         "baseline": {
             "vllm": "vLLM 0.32 CPU offline engine, fp32, enforce_eager, same prompt ids (tokens/s)",
-            "eager": "today's eager decoder, generate_token_ids(decode='eager') (tokens/s); no .venv-vllm here",
+            "eager": "the eager decoder, generate_token_ids(decode='eager') (tokens/s); no .venv-vllm here",
         }[base],
+        "variant": "prepacked",
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "ratios_vs_vllm": {
+            k: round(statistics.median(tv / tk for tv, tk in zip(times["vllm"], t)), 3)
+            for k, t in times.items()
+            if k != "vllm"
+        }
+        if "vllm" in times
+        else {},
         "tokens_per_s": {k: round(tokens / statistics.median(v)) for k, v in times.items()},
+        "ratios_cpu_time": {k: round(v, 3) for k, v in cpu_ratios.items()},
+        "cpu_seconds": {k: round(statistics.median(v), 2) for k, v in cpu.items()},
         "identical_ids_vs_eager": {k: sum(a == b for a, b in zip(v, ids["eager"])) for k, v in ids.items()},
         "prompts": args.greedy_prompts,
         "new_tokens": args.greedy_new_tokens,

@@ -148,9 +148,11 @@ def generate_token_ids(
             gets its own RNG seeded from ``(seed, key)``. Defaults to the prompt's token ids.
         compact_fraction: drop finished rows from the batch once they are at least this fraction of
             the live rows (1.0 disables compaction until the batch is fully finished).
-        decode: ``"eager"`` (a dynamic cache, finished rows dropped), ``"compiled"`` (a static cache
-            and a ``torch.compile``-d step, :mod:`inference.static_decode`) or ``"static"`` (the same
-            static cache, not compiled). The static modes never drop rows (a fixed batch shape).
+        decode: ``"eager"`` (a dynamic cache, finished rows dropped), ``"prepacked"`` (the eager loop
+            with the linear layers on oneDNN-packed weights, CPU float32, :mod:`inference.prepacked`),
+            ``"compiled"`` (a static cache and a ``torch.compile``-d step,
+            :mod:`inference.static_decode`) or ``"static"`` (the same static cache, not compiled). The
+            static modes never drop rows (a fixed batch shape).
 
     Returns:
         ``result[i][j]`` is the j-th continuation of prompt i.
@@ -159,6 +161,23 @@ def generate_token_ids(
         return []
     if any(len(p) == 0 for p in prompts):
         raise ValueError("Every prompt must have at least one token (got an empty prompt).")
+    if decode not in DECODE_MODES:
+        raise ValueError(f"decode={decode!r} must be one of {', '.join(DECODE_MODES)}")
+    if decode == "prepacked":
+        from inference.prepacked import prepacked_linears
+
+        with prepacked_linears(model):
+            return generate_token_ids(
+                model,
+                prompts,
+                params,
+                eos_token_ids=eos_token_ids,
+                pad_token_id=pad_token_id,
+                stop_checker=stop_checker,
+                stop_window=stop_window,
+                seed_keys=seed_keys,
+                compact_fraction=compact_fraction,
+            )
     device = next(model.parameters()).device
     n, rows = params.n, len(prompts) * params.n
     st = _prefill(model, prompts, n, pad_token_id, params.max_new_tokens, device)
@@ -205,13 +224,11 @@ def generate_token_ids(
     return _collect(generated.cpu(), lengths, reasons, len(prompts), n)
 
 
-DECODE_MODES = ("eager", "compiled", "static")
+DECODE_MODES = ("eager", "prepacked", "compiled", "static")
 
 
 def _to_static(st: _DecodeState, model: torch.nn.Module, max_new_tokens: int, decode: str) -> Any:
     """The prefilled batch moved onto a static cache (:func:`inference.static_decode.static_state`)."""
-    if decode not in DECODE_MODES:
-        raise ValueError(f"decode={decode!r} must be one of {', '.join(DECODE_MODES)}")
     if st.cache_kw != "cache" or "logits_to_keep" not in st.extra:
         raise ValueError(
             f"decode={decode!r} needs a transformers >= 5 model (forward takes cache, logits_to_keep)"

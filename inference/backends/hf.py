@@ -54,7 +54,10 @@ class HFBackend(GenerationBackend):
         batch_size: prompts per forward pass.
         model_id: fixed name for cache keys; by default ``"<name_or_path>@<weight fingerprint>"``,
             recomputed on every access so that a model trained in between never reuses stale samples.
-        decode: ``"eager"`` (default) or ``"compiled"``: a static KV cache and a ``torch.compile``-d
+        decode: ``"eager"`` (default); ``"prepacked"``: the eager loop with the float32 CPU linear
+            layers on oneDNN-packed weights (:mod:`inference.prepacked`; packed once, about 2x eager
+            for SmolLM2 on CPU, same greedy text on the benchmark's prompts, one extra copy of the
+            weights in memory); or ``"compiled"``: a static KV cache and a ``torch.compile``-d
             decode step (:mod:`inference.static_decode`; same greedy text, one compile per batch
             shape; measured slower than eager for SmolLM2 on CPU, see docs/decoding_speed.md).
             ``"static"`` is the same without compiling.
@@ -72,6 +75,10 @@ class HFBackend(GenerationBackend):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+        if decode == "prepacked":
+            from inference.prepacked import packable_layers
+
+            packable_layers(model)  # refused at start-up, not at the first generation
         self.decode = decode
         self.model = model
         self.tokenizer = tokenizer
