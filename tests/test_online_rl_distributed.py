@@ -1,4 +1,7 @@
-"""OnlineRLModule under FSDP2 on 2 CPU processes (subprocesses of train.py; never inside pytest): PPO with
+"""OnlineRLModule under DDP and FSDP2 on 2 CPU processes (subprocesses of train.py; never inside pytest).
+GRPO (μ = 2) under DDP with the shared prefix and under FSDP2 with its padded-row fallback: the ranks stay
+bitwise equal, the weights move, a resume from step 2 exports bitwise the same policy, and DDP's shared
+prefix and padded rows train the same weights to 1e-5 (see the section below). PPO under FSDP2 with
 its value head and μ = 2 inner passes. A copy of the run resumes from its step-2 sharded checkpoint and
 must end bitwise where the uninterrupted run ended: the exported policy, and the value head (sharded with
 the policy, saved in the checkpoint, trained) in ``last.ckpt``.
@@ -215,6 +218,8 @@ def test_grpo_shared_prefix_and_padded_rows_train_the_same_under_ddp(ddp_grpo: d
         rank_weights(ddp_grpo["padded"], "end", 0), rank_weights(ddp_grpo["padded"], "end", 1)
     )
     assert shared.keys() == padded.keys()
+    # two code paths (other reduction orders), not one path twice: the comparison is not vacuous
+    assert any(not torch.equal(shared[k], padded[k]) for k in shared)
     for k in shared:
         assert torch.allclose(shared[k], padded[k], rtol=0, atol=1e-5), k
 
