@@ -250,11 +250,11 @@ class _FusedSwiGLUExperts(torch.autograd.Function):
             tok = token_idx[blk.start : blk.end]
             gu = blk.rows_x_wt(x.index_select(0, tok), gate_up, w_gu.t)
             gate, up = gu[:, :inter], gu[:, inter:]
-            sig = torch.sigmoid(gate)
-            act = torch.mul(gate, sig).mul_(up)  # silu(gate) * up
+            silu = F.silu(gate)
+            act = torch.mul(silu, up)
             ys = blk.rows_x_wt(act, down, w_d.t)
             out.index_add_(0, tok, ys * pair_weights[blk.start : blk.end].unsqueeze(1))
-            saved += [gu, sig, act, ys]
+            saved += [gu, silu, act, ys]
         ctx.save_for_backward(x, token_idx, pair_weights, gate_up, down, *saved)
         ctx.blocks = blocks
         return out
@@ -274,7 +274,7 @@ class _FusedSwiGLUExperts(torch.autograd.Function):
         grad_gate_up = torch.empty_like(gate_up) if loop and need_gate_up else None
         grad_down = torch.empty_like(down) if loop and need_down else None
         for i, blk in enumerate(blocks):
-            gu, sig, act, ys = saved[4 * i : 4 * i + 4]
+            gu, silu, act, ys = saved[4 * i : 4 * i + 4]
             rows = slice(blk.start, blk.end)
             tok = token_idx[rows]
             g_y = grad_out.index_select(0, tok)  # dL/d(w * y) per pair
@@ -285,12 +285,10 @@ class _FusedSwiGLUExperts(torch.autograd.Function):
                 grad_down = blk.accumulate_at_b(grad_down, g_y, act)
             g_act = blk.rows_x_w(g_y, down, w_d.n)
             gate, up = gu[:, :inter], gu[:, inter:]
-            silu = gate * sig
             g_gu = torch.empty_like(gu)
-            torch.mul(g_act, silu, out=g_gu[:, inter:])
-            # silu'(g) = sig + silu * (1 - sig); d/dg [silu(g) * u] = u * silu'(g)
-            dsilu = torch.addcmul(sig, silu, 1.0 - sig)
-            torch.mul(g_act.mul_(up), dsilu, out=g_gu[:, :inter])
+            torch.mul(g_act, silu, out=g_gu[:, inter:])  # d/du [silu(g) * u] = silu(g)
+            # d/dg [silu(g) * u] = u * silu'(g): aten's fused silu_backward (one vectorised pass)
+            torch.ops.aten.silu_backward(g_act.mul_(up), gate, grad_input=g_gu[:, :inter])
             if need_gate_up:
                 grad_gate_up = blk.accumulate_at_b(grad_gate_up, g_gu, x.index_select(0, tok))
             if need_x:
