@@ -221,3 +221,16 @@ def test_small_cpu_batches_take_grouped_mm_with_the_blocked_paths_values(monkeyp
     for a, b in zip(small_grads, blocked_grads):
         assert (a - b).abs().max() <= 1e-6 * max(1.0, b.abs().max().item())
     assert gate_up.grad[4].abs().max() == 0  # the expert no token chose
+
+
+def test_grouped_mm_probe_is_not_fooled_by_a_no_grad_first_call():
+    """The probe runs a backward: a first call from a no_grad forward (evaluation, a benchmark's
+    reference output) must not cache "unsupported" for the whole process."""
+    supported = dispatch_mod.grouped_mm_supported("cpu", torch.float32)
+    dispatch_mod.grouped_mm_supported.cache_clear()
+    try:
+        with torch.no_grad():
+            assert dispatch_mod.grouped_mm_supported("cpu", torch.float32) == supported
+    finally:
+        dispatch_mod.grouped_mm_supported.cache_clear()
+    assert supported == hasattr(torch, "_grouped_mm")

@@ -389,13 +389,14 @@ def grouped_mm_supported(device_type: str, dtype: torch.dtype) -> bool:
     if not hasattr(torch, "_grouped_mm"):
         return False
     try:
-        x = torch.randn(8, 16, device=device_type, dtype=dtype, requires_grad=True)
-        w = torch.randn(2, 16, 16, device=device_type, dtype=dtype, requires_grad=True)
-        offs = torch.tensor([3, 8], device=device_type, dtype=torch.int32)
-        y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
-        y.backward(torch.ones_like(y))
-        ref = torch.cat([x[:3] @ w[0].t(), x[3:] @ w[1].t()])
-        return bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2))
+        with torch.enable_grad():  # a first call may come from a no_grad forward: probe the backward anyway
+            x = torch.randn(8, 16, device=device_type, dtype=dtype, requires_grad=True)
+            w = torch.randn(2, 16, 16, device=device_type, dtype=dtype, requires_grad=True)
+            offs = torch.tensor([3, 8], device=device_type, dtype=torch.int32)
+            y = torch._grouped_mm(x, w.transpose(1, 2), offs=offs)
+            y.backward(torch.ones_like(y))
+            ref = torch.cat([x[:3] @ w[0].t(), x[3:] @ w[1].t()])
+            return bool(torch.allclose(y, ref, atol=1e-2, rtol=1e-2))
     except (RuntimeError, NotImplementedError, TypeError):
         return False
 
