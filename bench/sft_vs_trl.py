@@ -31,7 +31,7 @@ loop on Quartet's packed batches. TRL's ``padding_free`` without its bin packing
 (it would not truncate), so rows longer than ``--max-length`` are left out of the data for every side.
 Whether TRL's flattened batch attends across rows on CPU SDPA is checked and printed: its summed NLL
 against its rows run one by one (with ``use_cache=False``, as TRL's ``compute_loss`` passes, and with a
-plain forward, where transformers 5 makes a KV cache and then skips the packed-rows detection). Longer
+plain ``use_cache=True`` forward, where transformers 5 makes a KV cache and then skips the packed-rows detection). Longer
 dialogues: ``bench/packing_data.py out.jsonl`` (two-turn dialogues built from ``data/realmodel``).
 """
 
@@ -350,7 +350,7 @@ def summed_nll(model: torch.nn.Module, inputs: dict[str, torch.Tensor], use_cach
 def trl_rows_isolated(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) -> dict[str, float]:
     """|Σ NLL of TRL's first padding-free batch − Σ NLL of its rows run one by one| under the same model on
     SDPA, for the forward TRL's ``compute_loss`` makes (``use_cache=False``) and for a plain forward of the
-    same inputs (``use_cache`` left to the config): about 0 when attention stays inside each row of the
+    same inputs with ``use_cache=True`` (a fresh model's default; TRL turns it off): about 0 when attention stays inside each row of the
     flattened sequence (transformers builds a block-diagonal mask from the restarting ``position_ids``),
     large where it crosses rows (transformers 5 skips that detection once a KV cache is made)."""
     trainer = trl_trainer(model_dir, data, work, args)
@@ -363,7 +363,7 @@ def trl_rows_isolated(model_dir: Path, data: Path, work: Path, args: argparse.Na
     )
     return {
         "use_cache_false": abs(summed_nll(model, flat, False) - alone),
-        "use_cache_default": abs(summed_nll(model, flat, None) - alone),
+        "use_cache_true": abs(summed_nll(model, flat, True) - alone),
     }
 
 
@@ -388,7 +388,7 @@ def main() -> None:
             gap = trl_rows_isolated(model_dir, data, work / "isolation", args)
             packing["trl_padding_free_sdpa_summed_nll_gap_vs_rows_alone"] = gap
             packing["trl_padding_free_attention_crosses_rows"] = gap["use_cache_false"] > 1e-3
-            packing["plain_forward_same_inputs_attention_crosses_rows"] = gap["use_cache_default"] > 1e-3
+            packing["plain_forward_same_inputs_attention_crosses_rows"] = gap["use_cache_true"] > 1e-3
         mismatched = parity(model_dir, data, work, args)
         for r in range(args.rounds):
             got = {name: fn(model_dir, data, work / f"r{r}-{name}", args) for name, fn in sides.items()}
