@@ -11,8 +11,9 @@ the logits again and ∂logp_i/∂z_i = g_i (onehot(y_i) − softmax(z_i)), then
 backward (the logits are recomputed). Except for the first chunks whose softmax fits ``KEEP_ELEMENTS``
 (one chunk's worth by default): their softmax(z) is kept from the forward, so a batch of at most one
 chunk of counted positions (chat SFT at 2 × 256 tokens: about 300) recomputes nothing, for at most one
-more chunk of memory. The gradients are bitwise the recomputed ones (the same ops on the same values). A frozen head (LoRA) needs no ∂W: then ∂h_i/g_i is formed in the
-forward and the backward is one multiply, with no recompute.
+more chunk of memory. The gradients are bitwise the recomputed ones (the same ops on the same values).
+A frozen head (LoRA) needs no ∂W: then ∂h_i/g_i is formed in the forward and the backward is one
+multiply, with no recompute.
 
 Written by hand (torch only): the per-token log-probs with any upstream gradient are what CaPO and
 RLMEC need, and the fused-kernel libraries (Liger, cut-cross-entropy) are GPU-only (Triton); the
