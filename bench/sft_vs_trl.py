@@ -31,8 +31,9 @@ loop on Quartet's packed batches. TRL's ``padding_free`` without its bin packing
 (it would not truncate), so rows longer than ``--max-length`` are left out of the data for every side.
 Whether TRL's flattened batch attends across rows on CPU SDPA is checked and printed: its summed NLL
 against its rows run one by one (with ``use_cache=False``, as TRL's ``compute_loss`` passes, and with a
-plain ``use_cache=True`` forward, where transformers 5 makes a KV cache and then skips the packed-rows detection). Longer
-dialogues: ``bench/packing_data.py out.jsonl`` (two-turn dialogues built from ``data/realmodel``).
+plain ``use_cache=True`` forward, where transformers 5 makes a KV cache and then skips the packed-rows
+detection). Longer dialogues: ``bench/packing_data.py out.jsonl`` (two-turn dialogues built from
+``data/realmodel``).
 """
 
 from __future__ import annotations
@@ -350,9 +351,10 @@ def summed_nll(model: torch.nn.Module, inputs: dict[str, torch.Tensor], use_cach
 def trl_rows_isolated(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) -> dict[str, float]:
     """|Σ NLL of TRL's first padding-free batch − Σ NLL of its rows run one by one| under the same model on
     SDPA, for the forward TRL's ``compute_loss`` makes (``use_cache=False``) and for a plain forward of the
-    same inputs with ``use_cache=True`` (a fresh model's default; TRL turns it off): about 0 when attention stays inside each row of the
-    flattened sequence (transformers builds a block-diagonal mask from the restarting ``position_ids``),
-    large where it crosses rows (transformers 5 skips that detection once a KV cache is made)."""
+    same inputs with ``use_cache=True`` (a fresh model's default; TRL turns it off): about 0 when attention
+    stays inside each row of the flattened sequence (transformers builds a block-diagonal mask from the
+    restarting ``position_ids``), large where it crosses rows (transformers 5 skips that detection once a
+    KV cache is made)."""
     trainer = trl_trainer(model_dir, data, work, args)
     model = trainer.model.eval()
     rows = [trainer.train_dataset[i] for i in range(args.batch_size)]
