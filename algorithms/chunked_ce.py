@@ -8,8 +8,12 @@ Forward: per chunk of C positions, the [C, V] logits in fp32, their logsumexp, t
 the argmax (token accuracy). Only h, the targets and the N logsumexps are kept. Backward: per chunk,
 the logits again and ∂logp_i/∂z_i = g_i (onehot(y_i) − softmax(z_i)), then ∂h = ∂z W and
 ∂W = ∂zᵀ h. Peak memory is O(C·V + N·H) instead of O(N·V); the cost is one more head matmul in the
-backward (the logits are recomputed). A frozen head (LoRA) needs no ∂W: then ∂h_i/g_i is formed in the
-forward and the backward is one multiply, with no recompute.
+backward (the logits are recomputed). Except for the first chunks whose softmax fits ``KEEP_ELEMENTS``
+(one chunk's worth by default): their softmax(z) is kept from the forward, so a batch of at most one
+chunk of counted positions (chat SFT at 2 × 256 tokens: about 300) recomputes nothing, for at most one
+more chunk of memory. The gradients are bitwise the recomputed ones (the same ops on the same values).
+A frozen head (LoRA) needs no ∂W: then ∂h_i/g_i is formed in the forward and the backward is one
+multiply, with no recompute.
 
 Written by hand (torch only): the per-token log-probs with any upstream gradient are what CaPO and
 RLMEC need, and the fused-kernel libraries (Liger, cut-cross-entropy) are GPU-only (Triton); the
@@ -25,6 +29,9 @@ import torch
 
 #: Elements of one chunk's [C, V] fp32 logits (2**25: 128 MiB); C = max(1, budget // V).
 DEFAULT_CHUNK_ELEMENTS = 2**25
+#: Elements of softmax(z) kept from the forward for the backward (whole chunks, the first ones), so those
+#: chunks' logits are not recomputed; 0 recomputes every chunk.
+KEEP_ELEMENTS = DEFAULT_CHUNK_ELEMENTS
 
 
 def chunk_rows(vocab: int, chunk_tokens: int | None) -> int:
@@ -37,7 +44,12 @@ def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def _dlogits(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """∂(Σ g_i logp_i)/∂z for one chunk: g_i (onehot(y_i) − softmax(z_i)), in fp32."""
-    grad = torch.exp(logits - lse[:, None]).mul_(-g[:, None])
+    return _dprobs(torch.exp(logits - lse[:, None]), targets, g)
+
+
+def _dprobs(probs: torch.Tensor, targets: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """:func:`_dlogits` from the chunk's softmax(z) (a new tensor; ``probs`` is left as it is)."""
+    grad = probs.mul(-g[:, None])
     grad[torch.arange(len(targets), device=grad.device), targets] += g
     return grad
 
@@ -54,16 +66,19 @@ def recompute_autocast(device: str, dtype: torch.dtype | None) -> Any:
 
 
 class ChunkedLinearLogprob(torch.autograd.Function):
-    """``(logp [N] fp32, correct [N] bool) = f(hidden [N, H], weight [V, H], bias [V] | None, targets [N])``."""
+    """``(logp [N] fp32, correct [N] bool) = f(hidden [N, H], weight [V, H], bias [V] | None, targets [N])``;
+    ``chunk``: rows per chunk; ``keep_rows``: the first rows whose softmax is kept for the backward."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk):  # noqa: ANN001, ANN205
+    def forward(ctx, hidden, weight, bias, targets, chunk, keep_rows=0):  # noqa: ANN001, ANN205
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(logp)
         correct = torch.empty(n, dtype=torch.bool, device=hidden.device)
         frozen = not weight.requires_grad and (bias is None or not bias.requires_grad)
         dh = torch.empty_like(hidden) if frozen and ctx.needs_input_grad[0] else None
+        keep = keep_rows if dh is None else 0
+        kept = []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
             logits = _chunk_logits(hidden[s:e], weight, bias)
@@ -74,37 +89,44 @@ class ChunkedLinearLogprob(torch.autograd.Function):
             if dh is not None:  # ∂logp_i/∂h_i, so the backward needs no recompute
                 ones = torch.ones(e - s, dtype=torch.float32, device=hidden.device)
                 dh[s:e] = (_dlogits(logits, lse[s:e], t, ones).to(weight.dtype) @ weight).to(hidden.dtype)
-        ctx.chunk, ctx.frozen = chunk, dh is not None
+            elif e <= keep:  # softmax(z), in place of the logits, for the backward
+                kept.append(logits.sub_(lse[s:e, None]).exp_())
+        ctx.chunk, ctx.frozen, ctx.kept = chunk, dh is not None, len(kept)
         ctx.autocast = autocast_state(hidden.device.type)
-        ctx.save_for_backward(dh if ctx.frozen else hidden, weight, bias, targets, lse)
+        ctx.save_for_backward(dh if ctx.frozen else hidden, weight, bias, targets, lse, *kept)
         ctx.mark_non_differentiable(correct)
         return logp, correct
 
     @staticmethod
     def backward(ctx, grad_logp, _grad_correct):  # noqa: ANN001, ANN205
-        saved, weight, bias, targets, lse = ctx.saved_tensors
+        saved, weight, bias, targets, lse, *kept = ctx.saved_tensors
         if ctx.frozen:
-            return saved * grad_logp[:, None].to(saved.dtype), None, None, None, None
+            return saved * grad_logp[:, None].to(saved.dtype), None, None, None, None, None
         hidden, chunk = saved, ctx.chunk
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         dh = torch.empty_like(hidden) if need_h else None
-        dw = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        dw = None  # the first chunk's product is written, later ones added: no [V, H] zero-fill
         db = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
-        for s in range(0, hidden.shape[0], chunk):
+        for i, s in enumerate(range(0, hidden.shape[0], chunk)):
             e = min(hidden.shape[0], s + chunk)
-            with recompute_autocast(hidden.device.type, ctx.autocast):
-                logits = _chunk_logits(hidden[s:e], weight, bias)
-            dz = _dlogits(logits, lse[s:e], targets[s:e], grad_logp[s:e].float())
+            g = grad_logp[s:e].float()
+            if i < len(kept):
+                dz = _dprobs(kept[i], targets[s:e], g)
+            else:
+                with recompute_autocast(hidden.device.type, ctx.autocast):
+                    logits = _chunk_logits(hidden[s:e], weight, bias)
+                dz = _dlogits(logits, lse[s:e], targets[s:e], g)
             if dh is not None:
                 dh[s:e] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
-            if dw is not None:
-                dw.addmm_(dz.t(), hidden[s:e].float())
+            if need_w:
+                dw = dz.t() @ hidden[s:e].float() if dw is None else dw.addmm_(dz.t(), hidden[s:e].float())
             if db is not None:
                 db += dz.sum(0)
         return (
             dh,
             None if dw is None else dw.to(weight.dtype),
             None if db is None else db.to(bias.dtype),
+            None,
             None,
             None,
         )
@@ -123,7 +145,11 @@ def chunked_token_logprobs(
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty + hidden.sum() * 0, torch.zeros(0, dtype=torch.bool, device=hidden.device)
     chunk = chunk_rows(weight.shape[0], chunk_tokens)
-    return ChunkedLinearLogprob.apply(hidden, weight, bias, targets, chunk)
+    trains = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias)
+    )  # a backward may come: keep the first chunks' softmax (KEEP_ELEMENTS)
+    keep = KEEP_ELEMENTS // max(1, weight.shape[0] * chunk) * chunk if trains else 0
+    return ChunkedLinearLogprob.apply(hidden, weight, bias, targets, chunk, keep)
 
 
 def fused_token_logprobs(

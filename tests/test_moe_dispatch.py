@@ -200,3 +200,37 @@ def test_top_k_layer_matches_transformers_mixtral_block(hf_impl, impl):
     torch.testing.assert_close(ours, ref, **TOL)
     for name, a, b in zip(("x", "router", "gate_up", "down"), got, ref_grads):
         torch.testing.assert_close(a, b, **TOL, msg=f"grad of {name} vs Mixtral {hf_impl}")
+
+
+@pytest.mark.skipif(not dispatch_mod.grouped_mm_supported("cpu", torch.float32), reason="no _grouped_mm here")
+def test_small_cpu_batches_take_grouped_mm_with_the_blocked_paths_values(monkeypatch):
+    """At most SMALL_PAIRS_GROUPED pairs on CPU: "fused" runs grouped_mm_experts; its output equals the
+    blocked custom backward's to 1e-6 and every gradient to 1e-6 of its largest value."""
+    x, gate_up, down, mask, weights, grad_out = make_problem(96, 32, 24, 6, 0.35, (4,), seed=5)
+    tensors = [x, gate_up, down, weights]
+    calls = []
+    grouped = dispatch_mod.grouped_mm_experts
+    monkeypatch.setattr(dispatch_mod, "grouped_mm_experts", lambda *a: calls.append(1) or grouped(*a))
+    run = lambda: moe_dispatch(x, mask, weights, gate_up, down, impl="fused")  # noqa: E731
+    small, small_grads = grads_of(run, tensors, grad_out)
+    assert calls == [1]
+    monkeypatch.setattr(dispatch_mod, "SMALL_PAIRS_GROUPED", 0)  # the blocked custom backward
+    blocked, blocked_grads = grads_of(run, tensors, grad_out)
+    assert calls == [1]
+    assert (small - blocked).abs().max() <= 1e-6
+    for a, b in zip(small_grads, blocked_grads):
+        assert (a - b).abs().max() <= 1e-6 * max(1.0, b.abs().max().item())
+    assert gate_up.grad[4].abs().max() == 0  # the expert no token chose
+
+
+def test_grouped_mm_probe_is_not_fooled_by_a_no_grad_first_call():
+    """The probe runs a backward: a first call from a no_grad forward (evaluation, a benchmark's
+    reference output) must not cache "unsupported" for the whole process."""
+    supported = dispatch_mod.grouped_mm_supported("cpu", torch.float32)
+    dispatch_mod.grouped_mm_supported.cache_clear()
+    try:
+        with torch.no_grad():
+            assert dispatch_mod.grouped_mm_supported("cpu", torch.float32) == supported
+    finally:
+        dispatch_mod.grouped_mm_supported.cache_clear()
+    assert supported == hasattr(torch, "_grouped_mm")
