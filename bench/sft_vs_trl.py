@@ -172,9 +172,10 @@ def run_ours(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
             self.t0 = self.t1 = 0.0
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # noqa: ANN001
-            if batch_idx == args.warmup:
+            step = trainer.global_step  # not batch_idx: it restarts at each pass over a small file
+            if step == args.warmup:
                 self.t0 = CLOCK[0]()
-            if batch_idx >= args.warmup:
+            if step >= args.warmup:
                 self.tokens += batch_tokens(batch)
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # noqa: ANN001
@@ -225,9 +226,10 @@ def run_bare(model_dir: Path, data: Path, work: Path, args: argparse.Namespace) 
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0, fused=True)
     loader = datamodule(model_dir, data, args).train_dataloader()
     losses, tokens, t0 = [], 0, 0.0
-    for step, batch in enumerate(loader):
-        if step == args.steps:
-            break
+    # as many passes over the data as the steps need, as Lightning and TRL's Trainer do (a small file
+    # under --packing holds fewer batches than --steps)
+    batches = (batch for _ in range(args.steps) for batch in loader)
+    for step, batch in zip(range(args.steps), batches):
         if step == args.warmup:
             t0 = CLOCK[0]()
         if step >= args.warmup:
