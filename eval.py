@@ -83,7 +83,7 @@ def main(cfg: DictConfig) -> float | None:
     if not cfg.get("optimized_metric"):
         with open_dict(cfg):
             cfg.optimized_metric = headline_metric(cfg)
-    return run_main(cfg, evaluate)
+    return run_main(cfg, evaluate, closing_line=True)
 
 
 def cli() -> None:

@@ -67,7 +67,7 @@ def generate(cfg: DictConfig) -> dict[str, Any]:
 # for a python package `conf`), `python generate.py` runs it as a file.
 @hydra.main(version_base="1.3", config_path=str(ROOT / "conf"), config_name="generate")
 def main(cfg: DictConfig) -> float | None:
-    return run_main(cfg, generate)
+    return run_main(cfg, generate, closing_line=True)
 
 
 def cli() -> None:

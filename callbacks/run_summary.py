@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from omegaconf import DictConfig
 from callbacks.hf_export import HFExport
 from callbacks.nonfinite import NonFiniteGuard
 from utils.atomic import write_json_atomic
+from utils.run_folder import shown_path
 
 #: ``first_loss``/``last_loss`` are means over this many steps at each end of the curve.
 LOSS_WINDOW = 10
@@ -143,12 +143,6 @@ def launch_record(trainer: L.Trainer) -> dict[str, Any]:
     }
 
 
-def _shown(path: str | os.PathLike[str], cwd: str | None = None) -> str:
-    """``path`` relative to the working folder when it lies inside it, else as it is."""
-    rel = os.path.relpath(path, cwd or os.getcwd())
-    return str(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
-
-
 def closing_line(record: Mapping[str, Any], cwd: str | None = None) -> str:
     """The line a training run ends with: status, steps, time, the first and last loss (the
     ``summary.json`` values: means over the first/last ``LOSS_WINDOW`` steps), and where the run folder,
@@ -166,9 +160,9 @@ def closing_line(record: Mapping[str, Any], cwd: str | None = None) -> str:
     hf_model = record.get("hf_model")
     if hf_model and Path(hf_model).parent == folder:
         files.append(Path(hf_model).name + "/")
-    parts.append(f"run folder {_shown(folder, cwd)}/ ({', '.join(files)})")
+    parts.append(f"run folder {shown_path(folder, cwd)}/ ({', '.join(files)})")
     if hf_model and Path(hf_model).parent != folder:
-        parts.append(f"model {_shown(hf_model, cwd)}/")
+        parts.append(f"model {shown_path(hf_model, cwd)}/")
     elif not hf_model:
         parts.append("no hf_model/ (export=false or not exported)")
     return "; ".join(parts)

@@ -5,6 +5,7 @@ inference layer computes for the same model and settings; a rerun comes from the
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -97,6 +98,12 @@ def test_cli_ddp_two_processes_equal_single_process(tmp_path, tiny_hf_dir) -> No
     assert results["metrics"] == ref["metrics"] and results["per_task"] == ref["per_task"]
     assert rows == ref["samples"]
     assert "sa@3" in proc.stdout and "questions (rank 0 of 2)" in proc.stdout + proc.stderr
+    closing = [line for line in proc.stdout.splitlines() if " - done in " in line]
+    assert len(closing) == 1, proc.stdout[-3000:]  # rank 0 only
+    assert re.search(
+        rf" - done in \d+\.\d s; \S+ [\d.e-]+; run folder {re.escape(str(out))}/ \(.*results\.json",
+        closing[0],
+    )
 
 
 class _ArithmeticServer:

@@ -13,6 +13,7 @@ import pytest
 
 from callbacks.run_summary import closing_line
 from tests.helpers import run_script
+from utils.run_folder import folder_closing_line
 
 RECORD = {
     "status": "finished",
@@ -42,6 +43,22 @@ def test_closing_line_outside_the_working_folder_without_export_and_interrupted(
     )
     no_steps = {k: v for k, v in record.items() if k not in ("first_loss", "last_loss")}
     assert "loss" not in closing_line({**no_steps, "steps_this_run": 0}, cwd="/elsewhere")
+
+
+def test_eval_and_generate_closing_line_names_the_time_the_metric_and_the_folder(tmp_path):
+    run = tmp_path / "runs" / "r1"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "cache").mkdir()
+    for name in ("results.json", "samples.jsonl", "eval.log", "summary.json", "z.jsonl"):
+        (run / name).write_text("{}")
+    line = folder_closing_line(run, 12.34, ("accuracy", 0.48512), cwd=str(tmp_path))
+    assert line == (
+        "done in 12.3 s; accuracy 0.4851; run folder runs/r1/ "
+        "(cache/, results.json, samples.jsonl, summary.json, ... (5 in all))"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert folder_closing_line(empty, 0.04, cwd="/elsewhere") == f"done in 0.0 s; run folder {empty}/"
 
 
 HYDRA_LINE = re.compile(r"^\[[\d\- :,]+\]\[([\w.]+)\]\[(\w+)\] - (.*)$")

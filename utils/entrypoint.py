@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -16,7 +17,8 @@ from omegaconf import DictConfig
 from utils.console_logging import one_line_per_message
 from utils.deprecated_names import apply_to_argv
 from utils.errors import QuartetError, as_write_error
-from utils.run_folder import load_resume_config
+from utils.launch_env import is_rank_zero
+from utils.run_folder import folder_closing_line, load_resume_config
 
 log = logging.getLogger("quartet")
 
@@ -77,13 +79,17 @@ def exit_with_error(message: str, exit_code: int = 2) -> NoReturn:
     sys.exit(exit_code)
 
 
-def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> float | None:
+def run_main(
+    cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]], closing_line: bool = False
+) -> float | None:
     """Run ``fn(cfg)``; turn user errors into one ``error:`` line and their exit status (2 for bad
     input, 1 for a non-finite loss or a full disk, 128+signal for an interrupt); return the optimized
-    metric."""
+    metric. ``closing_line``: end with one line naming the time, the metric and the run folder
+    (eval.py and generate.py; train.py writes its own from ``summary.json``)."""
     global _TASK_STARTED
     _TASK_STARTED = True
     one_line_per_message()  # Hydra's logging is set up by now
+    started = time.perf_counter()
     try:
         _check_shared_run_dir(cfg)
         if cfg.get("resume_dir"):
@@ -101,9 +107,11 @@ def run_main(cfg: DictConfig, fn: Callable[[DictConfig], dict[str, Any]]) -> flo
             raise
         exit_with_error(str(error), error.exit_code)
     name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    if name not in metrics:
+    value = metrics.get(name) if name else None
+    if name and value is None:
         log.warning("optimized_metric %r was not logged; available: %s", name, sorted(metrics))
-        return None
-    return metrics[name]
+    if closing_line and is_rank_zero():
+        metric = (name, float(value)) if isinstance(value, (int, float)) else None
+        output_dir = HydraConfig.get().runtime.output_dir
+        log.info(folder_closing_line(output_dir, time.perf_counter() - started, metric))
+    return value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -124,3 +125,32 @@ def _slurm_requeue_resumes(output_dir: Path) -> bool:
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
     return SLURMEnvironment.detect() and any(output_dir.glob("hpc_ckpt_*.ckpt"))
+
+
+def shown_path(path: str | os.PathLike[str], cwd: str | None = None) -> str:
+    """``path`` relative to the working folder when it lies inside it, else as it is."""
+    rel = os.path.relpath(path, cwd or os.getcwd())
+    return str(path) if rel == ".." or rel.startswith(".." + os.sep) else rel
+
+
+def folder_closing_line(
+    output_dir: str | os.PathLike[str],
+    seconds: float,
+    metric: tuple[str, float] | None = None,
+    cwd: str | None = None,
+    most: int = 4,
+) -> str:
+    """The line an eval or generate run ends with, as train.py's: the time, the headline metric, and the
+    run folder with what it holds (hidden entries and logs left out; at most ``most`` names)."""
+    folder = Path(output_dir)
+    names = sorted(
+        p.name + ("/" if p.is_dir() else "")
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and p.suffix != ".log"
+    ) if folder.is_dir() else []  # fmt: skip
+    shown = ", ".join(names[:most]) + (f", ... ({len(names)} in all)" if len(names) > most else "")
+    parts = [f"done in {seconds:.1f} s"]
+    if metric is not None:
+        parts.append(f"{metric[0]} {metric[1]:.4g}")
+    parts.append(f"run folder {shown_path(folder, cwd)}/" + (f" ({shown})" if shown else ""))
+    return "; ".join(parts)
