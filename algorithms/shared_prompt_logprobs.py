@@ -79,6 +79,8 @@ def split_pairs(batch: dict[str, Any]) -> SharedPromptLayout:
     if not bool(counted.any(-1).all()):
         raise NotSharable("a row has no response token")
     plen = counted.int().argmax(-1)  # the first counted label: the response starts there
+    if not bool((plen > 0).all()):
+        raise NotSharable("a row has no prompt token")
     lengths = attn.sum(-1)
     rlen = lengths - plen
     cols = torch.arange(width, device=ids.device)
