@@ -27,8 +27,11 @@ log π(y | x) = Σ_t log π(y_t | x, y_<t)), so the values equal
 (``tests/test_online_rl_shared_prefix.py``, ``tests/test_shared_prompt.py``). The cost is ``B·P + N·L``
 tokens instead of ``N·(P + L)``.
 
-Only full-attention ``DynamicLayer`` caches are gathered: a sliding-window layer keeps only the last W
-keys, so rows past the window would silently lose keys they need. Such a model raises
+Only full-attention ``DynamicLayer`` caches are gathered. A sliding-window layer keeps only the prefix's
+last W-1 slots: CaPO's right-padded prefixes then lose real keys of their shorter rows (wrong values);
+a left-padded prefix keeps exactly the keys the window reads (on transformers 5's eager and SDPA paths
+the old online-RL path matched the padded rows, 4.8e-7), but other kernels are untested, so both callers
+refuse it for now. Such a model raises
 :class:`NotSharable` once and is remembered (``_quartet_no_shared_prompt``): both callers then take their
 padded rows. Not with gradient checkpointing (a cache is not kept through a recomputed forward), not
 under FSDP2 (see :func:`_fsdp_sharded`).
@@ -82,7 +85,7 @@ def _cache_keyword(model: torch.nn.Module) -> str:
 
 def gather_cache_rows(cache: Any, rows: torch.Tensor) -> None:
     """Every layer's keys and values re-indexed to ``rows`` (row r gets prompt ``rows[r]``'s), in place;
-    only full-attention ``DynamicLayer`` caches (a sliding window would drop keys the rows need)."""
+    only full-attention ``DynamicLayer`` caches (see the module docstring on sliding windows)."""
     from transformers.cache_utils import DynamicLayer
 
     layers = getattr(cache, "layers", None)

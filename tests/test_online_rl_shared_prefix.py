@@ -60,8 +60,8 @@ def test_shared_prefix_logprobs_and_grads_equal_the_padded_rows(tokenizer):
 
 
 def test_a_sliding_window_cache_falls_back_to_the_padded_rows():
-    """A sliding-window layer would drop prompt keys the rows need (prompts longer than the window): the
-    shared prefix refuses it, remembers that, and the policy and reference take the padded rows."""
+    """A cache that is not full-attention DynamicLayers (here a sliding window, prompts longer than it):
+    the shared prefix refuses it, remembers that, and the policy and reference take the padded rows."""
     from types import SimpleNamespace
 
     from transformers import MistralConfig, MistralForCausalLM
