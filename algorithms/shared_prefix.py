@@ -1,43 +1,68 @@
-"""Token log-probs of G completions per prompt with each prompt run through the model once.
+"""Token log-probs of several continuations per prompt with each prompt run through the model once.
 
-A group batch (``algorithms/rollouts.py``) is B prompts × G completions. Scoring it as N = B·G rows of
-``prompt + completion`` runs every prompt G times, forward and backward. Here (the training-side twin of
-the decoder's shared-prefix KV cache, ``inference/decoding.py``):
+One core, :func:`shared_prefix_scores`, serves both trainers that score many rows sharing a prompt:
 
-1. the B prompts *without their last token*, left-padded, go through the model once with ``use_cache``:
-   their keys/values (with grad, when the caller records one) form the prefix cache;
-2. the cache is repeat-interleaved to N rows (a differentiable copy: the gradients of the G rows are
-   summed back onto their prompt's prefix, exactly as when the prompt was run G times);
-3. the N rows ``[last prompt token, c_0, …, c_{L-2}]`` run on top of it, so every completion token c_k
-   is predicted at one position of this second forward and the LM head runs only on those positions
-   (chunk by chunk, ``algorithms/chunked_ce.py``: the ``[N·L, V]`` logits are never built).
+* online RL (``module.shared_prefix``, :func:`shared_prefix_logprobs`): a group batch
+  (``algorithms/rollouts.py``) of B prompts × G completions, row ``i·G + j`` on prompt i;
+* CaPO (``module.shared_prompt``, ``algorithms/shared_prompt_logprobs.py``): B prompts × (chosen,
+  rejected), rows ``0..B-1`` then ``B..2B-1`` on prompts ``0..B-1``.
 
-The values equal :func:`algorithms.logprobs.model_token_logprobs` on the padded rows up to floating-point
-rounding (other paddings, other reduction orders): ``tests/test_online_rl_shared_prefix.py``. The cost is
-``B·P + N·L`` tokens instead of ``N·(P + L)``. Used for GRPO/RLOO's policy and reference log-probs
-(``module.shared_prefix``); not with gradient checkpointing (a cache is not kept through a recomputed
-forward), not under FSDP2 (see :func:`_fsdp_sharded`), nor when a prompt has a single token (its prefix
-would be empty).
+Scoring such a batch as N plain rows of ``prompt + continuation`` runs every prompt N/B times, forward
+and backward. The core (the training-side twin of the decoder's shared-prefix KV cache,
+``inference/decoding.py``):
+
+1. runs the B prompts *without their last token* (left- or right-padded) once with ``use_cache``: their
+   keys/values (with grad, when the caller records one) form the prefix cache;
+2. gathers the cache to the N rows with one ``index_select`` per layer (``rows``: the prompt of each row,
+   so any row order is the same call); a differentiable copy, so the gradients of a prompt's rows are
+   summed back onto its prefix exactly as when the prompt was run once per row;
+3. runs the N rows ``[last prompt token, c_0, …, c_{L-2}]`` on top of it, with position ids continuing
+   each prompt's; every continuation token c_k is predicted at one position of this second forward and
+   the LM head runs only on those positions (chunk by chunk, ``algorithms/chunked_ce.py``: the
+   ``[N·L, V]`` logits are never built).
+
+Every continuation token attends to exactly the keys it attends to in its plain row (METHODS.md §1:
+log π(y | x) = Σ_t log π(y_t | x, y_<t)), so the values equal
+:func:`algorithms.logprobs.model_token_logprobs` up to floating-point rounding
+(``tests/test_online_rl_shared_prefix.py``, ``tests/test_shared_prompt.py``). The cost is ``B·P + N·L``
+tokens instead of ``N·(P + L)``.
+
+Only full-attention ``DynamicLayer`` caches are gathered. A sliding-window layer keeps only the prefix's
+last W-1 slots: CaPO's right-padded prefixes then lose real keys of their shorter rows (wrong values);
+a left-padded prefix keeps exactly the keys the window reads (on transformers 5's eager and SDPA paths
+the old online-RL path matched the padded rows, 4.8e-7), but other kernels are untested, so both callers
+refuse it for now. Such a model raises
+:class:`NotSharable` once and is remembered (``_quartet_no_shared_prompt``): both callers then take their
+padded rows. Not with gradient checkpointing (a cache is not kept through a recomputed forward), not
+under FSDP2 (see :func:`_fsdp_sharded`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+from typing import Any
 
 import torch
 
-from algorithms.chunked_ce import chunked_token_logprobs
-from algorithms.logprobs import activation_checkpointing_on, chunkable_head, head_inputs
+from algorithms.logprobs import activation_checkpointing_on, chunkable_head, head_inputs, head_logprobs
 from algorithms.rollouts import PrefixTensors
+
+#: The model attribute that remembers why its cache can't be shared (set on the first refusal).
+REFUSED = "_quartet_no_shared_prompt"
+
+
+class NotSharable(ValueError):
+    """The batch or model can't take the shared-prefix forward (the message says why)."""
 
 
 def can_share_prefix(model: torch.nn.Module, prefix: PrefixTensors | None) -> bool:
     """Whether :func:`shared_prefix_logprobs` applies: a batch with a non-empty prefix per prompt, and a
-    model with a KV cache that is not recomputing its forward (gradient checkpointing)."""
+    model with a KV cache that is not recomputing its forward (gradient checkpointing), not sharded, and
+    not already refused (:data:`REFUSED`)."""
     if prefix is None or bool((prefix.prefix_mask.sum(1) == 0).any()):
         return False
-    if activation_checkpointing_on(model):
+    if activation_checkpointing_on(model) or getattr(model, REFUSED, None):
         return False
     return not _fsdp_sharded(model)
 
@@ -58,43 +83,89 @@ def _cache_keyword(model: torch.nn.Module) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def prefix_cache(model: torch.nn.Module, prefix: PrefixTensors, group: int) -> object:
-    """The prompts' KV cache (step 1), repeat-interleaved to ``group`` rows per prompt (step 2)."""
-    mask = prefix.prefix_mask
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=prefix.prefix_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1)  # fmt: skip
+def gather_cache_rows(cache: Any, rows: torch.Tensor) -> None:
+    """Every layer's keys and values re-indexed to ``rows`` (row r gets prompt ``rows[r]``'s), in place;
+    only full-attention ``DynamicLayer`` caches (see the module docstring on sliding windows)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
+        raise NotSharable(
+            f"the model's KV cache has {', '.join(kinds)} layers, not full-attention DynamicLayer"
+        )
+    for layer in layers:
+        layer.keys = layer.keys.index_select(0, rows)
+        layer.values = layer.values.index_select(0, rows)
+
+
+def prefix_cache(
+    model: torch.nn.Module, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, rows: torch.Tensor
+) -> Any:
+    """Step 1 and 2: the prefixes' KV cache gathered to ``rows``, or None for an empty prefix. Right-padded
+    prefixes run without a mask (causal attention already keeps real tokens off later slots, and a
+    prefix of padding only gives no all-masked row)."""
+    if prefix_ids.shape[1] == 0:
+        return None
+    mask = prefix_mask.long()
+    right_padded = bool((mask[:, 1:] <= mask[:, :-1]).all())
+    out = model(input_ids=prefix_ids, attention_mask=None if right_padded else mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True, logits_to_keep=1)  # fmt: skip
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None:
-        raise RuntimeError("shared_prefix_logprobs: the model returned no KV cache")
-    cache.batch_repeat_interleave(group)
+        raise NotSharable("the model returned no KV cache")
+    gather_cache_rows(cache, rows)
     return cache
+
+
+def shared_prefix_scores(
+    model: torch.nn.Module,
+    prefix_ids: torch.Tensor,
+    prefix_mask: torch.Tensor,
+    rows: torch.Tensor,
+    step_ids: torch.Tensor,
+    targets: torch.Tensor,
+    keep: torch.Tensor,
+    impl: str = "chunked",
+    chunk_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp [K], correct [K])`` of ``targets[keep]`` in row-major order: ``prefix_ids``/``prefix_mask``
+    [B, P] the prompts minus their last token; ``rows`` [N] the prompt of each row; ``step_ids`` [N, L]
+    ``[last prompt token, c_0, …, c_{L-2}]``; ``targets`` [N, L] the continuations; ``keep`` [N, L] bool,
+    right-aligned: a row's real step inputs, each scoring its continuation token. A refused cache raises
+    :class:`NotSharable` and is remembered on the model."""
+    try:
+        cache = prefix_cache(model, prefix_ids, prefix_mask, rows)
+    except NotSharable as e:
+        setattr(model, REFUSED, str(e))
+        raise
+    attention = torch.cat([prefix_mask.long().index_select(0, rows), keep.long()], dim=1)
+    start = prefix_mask.long().sum(1).index_select(0, rows)
+    positions = start[:, None] + torch.arange(keep.shape[1], device=keep.device)
+    head = chunkable_head(model)
+    kwargs = {_cache_keyword(model): cache} if cache is not None else {}
+    with head_inputs(head) if head is not None else contextlib.nullcontext([]) as seen:
+        out = model(input_ids=step_ids, attention_mask=attention, position_ids=positions, use_cache=cache is not None, logits_to_keep=keep, **kwargs)  # fmt: skip
+    picked = targets[keep]
+    if head is None:  # the model's own logits at the kept positions (a sharded or wrapped head)
+        logits = out.logits.reshape(picked.numel(), -1)
+        logp = -torch.nn.functional.cross_entropy(logits.float(), picked, reduction="none")
+        return logp, logits.detach().argmax(-1).eq(picked)
+    if len(seen) != 1:
+        raise NotSharable(f"the model called its LM head {len(seen)} times in one forward")
+    hidden = seen[0]  # [kept, H]; [N, L, H] from a model that ignores a boolean logits_to_keep
+    hidden = hidden[keep] if hidden.dim() == 3 else hidden.reshape(-1, head.in_features)
+    return head_logprobs(hidden, head, picked, impl, chunk_tokens)
 
 
 def shared_prefix_logprobs(
     model: torch.nn.Module, prefix: PrefixTensors, chunk_tokens: int | None = None
 ) -> torch.Tensor:
-    """``logp [N, L]`` (fp32): log π(c_k | prompt, c_<k) of completion token k of each row, 0 where
-    ``prefix.completion_mask`` is off. Grad flows when the caller records one."""
-    group = prefix.completion_ids.shape[0] // prefix.prefix_ids.shape[0]
-    cache = prefix_cache(model, prefix, group)
+    """``logp [N, L]`` (fp32): log π(c_k | prompt, c_<k) of completion token k of each row (row ``i·G + j``
+    on prompt i), 0 where ``prefix.completion_mask`` is off. Grad flows when the caller records one."""
+    b, n = prefix.prefix_ids.shape[0], prefix.completion_ids.shape[0]
+    rows = torch.arange(b, device=prefix.prefix_ids.device).repeat_interleave(n // b)
     keep = prefix.completion_mask.bool()
-    attention = torch.cat([prefix.prefix_mask.repeat_interleave(group, dim=0), prefix.completion_mask], dim=1)
-    start = prefix.prefix_mask.sum(1).repeat_interleave(group)
-    positions = start.unsqueeze(1) + torch.arange(keep.shape[1], device=keep.device)
-    targets = prefix.completion_ids[keep]
-    head = chunkable_head(model)
-    kwargs = {_cache_keyword(model): cache}
-    with head_inputs(head) if head is not None else contextlib.nullcontext([]) as seen:
-        out = model(input_ids=prefix.step_ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                    logits_to_keep=keep, **kwargs)  # fmt: skip
-    if head is not None:
-        if len(seen) != 1:
-            raise RuntimeError(f"shared_prefix_logprobs: the LM head ran {len(seen)} times, not once")
-        hidden = seen[0]  # [kept, H]; [N, L, H] from a model that ignores a boolean logits_to_keep
-        hidden = hidden[keep] if hidden.dim() == 3 else hidden.reshape(-1, head.in_features)
-        logp, _ = chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens)
-    else:  # the model's own logits at the kept positions (a sharded or wrapped head)
-        logits = out.logits.reshape(targets.numel(), -1)
-        logp = -torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    logp, _ = shared_prefix_scores(model, prefix.prefix_ids, prefix.prefix_mask, rows, prefix.step_ids,
+                                   prefix.completion_ids, keep, "chunked", chunk_tokens)  # fmt: skip
     return torch.zeros(keep.shape, dtype=logp.dtype, device=logp.device).masked_scatter(keep, logp)

@@ -5,20 +5,14 @@ then ``prompt_i + rejected_i`` (rows B..2B-1), right-padded, ``labels`` -100 on 
 Only the response tokens are scored (METHODS.md §1: log π(y | x) = Σ_t log π(y_t | x, y_<t)), yet the
 plain forward runs every prompt twice, for the policy and again for a live reference. Here:
 
-1. **prompt pass**: the B prompts ``[B, P]`` (right-padded: row i's last prompt token sits at
-   ``plen_i - 1``) run once with ``use_cache=True``; the hidden state at ``plen_i - 1`` scores the
-   first response token;
-2. the KV cache is expanded to 2B rows (the B prompts twice: chosen rows, then rejected rows);
-3. **continuation pass**: the 2B responses but their last token ``[2B, R-1]`` run on that cache, with
-   position ids ``plen_r + j`` (so RoPE sees the same positions as in the full row) and a
-   ``[2B, P + R-1]`` padding mask that hides the prompt pass's padding slots; the hidden state at
-   response position j scores response token j + 1.
-
-Every response token attends to exactly the keys it attends to in the full row, so the log-probs are
-the plain forward's up to float summation order (``tests/test_shared_prompt.py``: 1e-5). Gradients
-reach the prompt's forward through the cache (``DynamicLayer.update`` concatenates, which autograd
-follows). The LM head runs only on the counted positions, chunk by chunk as in
-``algorithms/logprobs.py``: a pre-hook hands the head an empty slice, so the model computes no logits.
+the batch is split (:func:`split_pairs`) into its B prompts and 2B responses and scored by the shared
+core, :func:`algorithms.shared_prefix.shared_prefix_scores`: the B prompts minus their last token run
+once with a KV cache, the cache is gathered to the 2B rows (prompts 0..B-1 twice: chosen rows, then
+rejected rows), and the rows ``[last prompt token, y_0, …, y_{R-2}]`` run on top of it, each input
+scoring the next response token. Every response token attends to exactly the keys it attends to in the
+full row, so the log-probs are the plain forward's up to float summation order
+(``tests/test_shared_prompt.py``: 1e-5). Gradients reach the prompt's forward through the cache. The LM
+head runs only on the counted positions, chunk by chunk as in ``algorithms/logprobs.py``.
 
 The saving: with prompts a fraction f of a pair's real tokens (f = 0.83 on ``data/capo/pairs.jsonl``),
 the per-token work (projections, MLP) of a step falls by about f/2 (docs/capo.md).
@@ -36,16 +30,10 @@ from typing import Any, NamedTuple
 
 import torch
 
-from algorithms.logprobs import (
-    LOGPROB_IMPLS,
-    TokenLogprobs,
-    activation_checkpointing_on,
-    chunkable_head,
-    head_inputs,
-    head_logprobs,
-)
+from algorithms.logprobs import LOGPROB_IMPLS, TokenLogprobs, activation_checkpointing_on, chunkable_head
 from algorithms.packing import is_packed
 from algorithms.reference import adapter_disabled, eval_mode, is_peft_model
+from algorithms.shared_prefix import REFUSED, NotSharable, shared_prefix_scores
 from models.nll import IGNORE_INDEX
 
 
@@ -60,10 +48,6 @@ class SharedPromptLayout(NamedTuple):
     grid_mask: torch.Tensor  # [2B, T-1] bool: the plain path's counted positions
 
 
-class NotSharable(ValueError):
-    """The batch or model can't take the shared-prompt forward (the message says why)."""
-
-
 def shared_prompt_problem(model: torch.nn.Module, batch: dict[str, Any]) -> str | None:
     """Why the shared-prompt forward can't score ``batch`` under ``model``, or None when it can (the
     batch's row pairing is checked by :func:`split_pairs`)."""
@@ -73,8 +57,8 @@ def shared_prompt_problem(model: torch.nn.Module, batch: dict[str, Any]) -> str 
     inner = inner.get_base_model() if is_peft_model(inner) else inner
     if activation_checkpointing_on(inner) and torch.is_grad_enabled() and inner.training:
         return "gradient checkpointing is on: transformers drops the KV cache under it"
-    if getattr(model, "_quartet_no_shared_prompt", None):
-        return str(model._quartet_no_shared_prompt)
+    if getattr(model, REFUSED, None):
+        return str(getattr(model, REFUSED))
     if chunkable_head(model) is None:
         return (
             "the LM head is not a plain local linear layer (logit transform, torch.compile or FSDP-sharded), "
@@ -95,6 +79,8 @@ def split_pairs(batch: dict[str, Any]) -> SharedPromptLayout:
     if not bool(counted.any(-1).all()):
         raise NotSharable("a row has no response token")
     plen = counted.int().argmax(-1)  # the first counted label: the response starts there
+    if not bool((plen > 0).all()):
+        raise NotSharable("a row has no prompt token")
     lengths = attn.sum(-1)
     rlen = lengths - plen
     cols = torch.arange(width, device=ids.device)
@@ -114,59 +100,22 @@ def split_pairs(batch: dict[str, Any]) -> SharedPromptLayout:
     return SharedPromptLayout(ids[:b, :p], prompt_mask, plen, response_ids, response_mask, counted[:, 1:])
 
 
-def _run_capturing(model: torch.nn.Module, head: torch.nn.Linear, **inputs: Any) -> tuple[torch.Tensor, Any]:
-    """``(the LM head's input [rows, T, H], the returned cache)``; the head itself computes nothing."""
-    with head_inputs(head) as seen:
-        out = model(**inputs)
-    if len(seen) != 1:
-        raise NotSharable(f"the model called its LM head {len(seen)} times in one forward")
-    return seen[0], getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-
-
-def _expand_cache(cache: Any) -> None:
-    """Every layer's keys and values twice over the batch (chosen rows, then rejected rows), in place;
-    only full-attention ``DynamicLayer`` caches (a sliding window would drop keys the rows need)."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
-        raise NotSharable(
-            f"the model's KV cache has {', '.join(kinds)} layers, not full-attention DynamicLayer"
-        )
-    for layer in layers:
-        layer.keys = torch.cat([layer.keys, layer.keys])
-        layer.values = torch.cat([layer.values, layer.values])
-
-
-def _response_hidden(model: torch.nn.Module, head: torch.nn.Linear, lay: SharedPromptLayout) -> torch.Tensor:
-    """``[2B, R, H]``: entry (r, k) is the hidden state that predicts response token k of row r. The
-    last response token is not fed: nothing is scored from it."""
+def _shared_scores(
+    model: torch.nn.Module, lay: SharedPromptLayout, impl: str, chunk_tokens: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logp, correct)`` of the counted response tokens (row-major) by
+    :func:`algorithms.shared_prefix.shared_prefix_scores`: prefix = each prompt minus its last token
+    (right-padded), step = ``[last prompt token, y_0, …, y_{R-2}]``, rows 0..B-1 then B..2B-1 on prompts
+    0..B-1."""
     b, p = lay.prompt_ids.shape
-    r = lay.response_ids.shape[1]
     dev = lay.prompt_ids.device
-    h_prompt, cache = _run_capturing(
-        model,
-        head,
-        input_ids=lay.prompt_ids,
-        attention_mask=None,  # right-padded: no real prompt token attends to a padding slot
-        position_ids=torch.arange(p, device=dev)[None].expand(b, -1),
-        use_cache=r > 1,
-    )
-    first = h_prompt[torch.arange(b, device=dev), lay.prompt_lens[:b] - 1].repeat(2, 1)[:, None]
-    if r == 1:  # every response is one token: the prompt pass scored them all
-        return first
-    _expand_cache(cache)
-    h_resp, _ = _run_capturing(
-        model,
-        head,
-        input_ids=lay.response_ids[:, :-1],
-        attention_mask=torch.cat([lay.prompt_mask.repeat(2, 1), lay.response_mask[:, 1:]], 1).long(),
-        position_ids=lay.prompt_lens[:, None] + torch.arange(r - 1, device=dev)[None],
-        cache=cache,
-        use_cache=True,
-    )
-    return torch.cat([first, h_resp], 1)
+    plen = lay.prompt_lens[:b]
+    prefix_mask = torch.arange(p - 1, device=dev)[None] < (plen - 1)[:, None]
+    last = lay.prompt_ids.gather(1, (plen - 1)[:, None]).repeat(2, 1)
+    step_ids = torch.cat([last, lay.response_ids[:, :-1]], 1)
+    rows = torch.arange(b, device=dev).repeat(2)
+    return shared_prefix_scores(model, lay.prompt_ids[:, : p - 1], prefix_mask, rows, step_ids,
+                                lay.response_ids, lay.response_mask, impl, chunk_tokens)  # fmt: skip
 
 
 def shared_prompt_logprobs(
@@ -185,15 +134,8 @@ def shared_prompt_logprobs(
     problem = shared_prompt_problem(model, batch)
     if problem:
         raise NotSharable(problem)
-    head = chunkable_head(model)
     lay = split_pairs(batch) if layout is None else layout
-    try:
-        hidden = _response_hidden(model, head, lay)[lay.response_mask]
-    except NotSharable as e:  # found mid-forward (the cache's kind): remembered for the model
-        model._quartet_no_shared_prompt = str(e)
-        raise
-    targets = lay.response_ids[lay.response_mask]
-    logp, correct = head_logprobs(hidden, head, targets, impl, chunk_tokens)
+    logp, correct = _shared_scores(model, lay, impl, chunk_tokens)  # a refused cache is remembered
     mask = lay.grid_mask
     grid = torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device).masked_scatter(mask, logp)
     hits = torch.zeros_like(mask).masked_scatter(mask, correct)

@@ -26,6 +26,7 @@ generator seeded by ``(seed, prompt id, k)``; the counter k is saved in every ch
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from typing import Any
 
@@ -44,12 +45,14 @@ from algorithms.logprobs import model_token_logprobs, token_logprobs
 from algorithms.losses.policy_gradient import AGGREGATIONS, clipped_surrogate_loss, clipped_value_loss
 from algorithms.rewards import needs_gold, reward_problems, score_completions
 from algorithms.rollouts import RolloutTensors, last_token_rewards, rollout_tensors
-from algorithms.shared_prefix import can_share_prefix, shared_prefix_logprobs
+from algorithms.shared_prefix import NotSharable, can_share_prefix, shared_prefix_logprobs
 from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
 from lightning_modules.causal_lm import CausalLMModule, as_dict
 from lightning_modules.online_rl_parts import eos_and_pad, generation_ready, value_head_for
 from utils.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "online_rl"
 PPO_DEFAULTS = {"gamma": 1.0, "lam": 0.95, "value_coef": 0.1, "value_clip": 0.2, "whiten": True}
@@ -206,8 +209,9 @@ class OnlineRLModule(CausalLMModule):
         self, t: RolloutTensors, with_values: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(logp [N, T-1], mask, values [N, T-1] or None)`` under the current policy (with grad)."""
-        if not with_values and can_share_prefix(self.model, t.prefix):
-            return self.prefix_grid(self.model, t), t.labels[:, 1:].ne(-100), None
+        shared = self.prefix_grid(self.model, t) if not with_values else None
+        if shared is not None:
+            return shared, t.labels[:, 1:].ne(-100), None
         if not with_values:
             logp, mask = model_token_logprobs(self.model, t.input_ids, t.attention_mask, t.labels)
             return logp, mask, None
@@ -223,21 +227,30 @@ class OnlineRLModule(CausalLMModule):
             return None
         model = self.ref_model if self.ref_model is not None else self.model
         adapter_off = self.ref_model is None
-        if can_share_prefix(model, t.prefix):
-            off = ref_lib.adapter_disabled(model) if adapter_off else contextlib.nullcontext()
-            with torch.no_grad(), off, ref_lib.eval_mode(model):
-                return self.prefix_grid(model, t)
+        off = ref_lib.adapter_disabled(model) if adapter_off else contextlib.nullcontext()
+        with torch.no_grad(), off, ref_lib.eval_mode(model):
+            shared = self.prefix_grid(model, t)
+        if shared is not None:
+            return shared
         return ref_lib.frozen_token_logprobs(
             model, t.input_ids, t.attention_mask, t.labels, adapter_off=adapter_off
         )[0]
 
     @staticmethod
-    def prefix_grid(model: torch.nn.Module, t: RolloutTensors) -> torch.Tensor:
+    def prefix_grid(model: torch.nn.Module, t: RolloutTensors) -> torch.Tensor | None:
         """:func:`~algorithms.shared_prefix.shared_prefix_logprobs` (each prompt run once for its G
         completions) put on the ``[N, T-1]`` grid of ``t``'s padded rows, as ``model_token_logprobs``
-        returns it."""
+        returns it; None where the shared prefix doesn't apply (:func:`can_share_prefix`, or a cache
+        refused mid-forward, e.g. a sliding window: remembered, so later batches skip straight to None)
+        and the caller scores the padded rows."""
+        if not can_share_prefix(model, t.prefix):
+            return None
         assert t.prefix is not None
-        logp = shared_prefix_logprobs(model, t.prefix)
+        try:
+            logp = shared_prefix_logprobs(model, t.prefix)
+        except NotSharable as e:
+            log.info("module.shared_prefix: the padded rows instead, because %s", e)
+            return None
         mask = t.labels[:, 1:].ne(-100)
         return torch.zeros(mask.shape, dtype=logp.dtype, device=logp.device).masked_scatter(
             mask, logp[t.prefix.completion_mask.bool()]

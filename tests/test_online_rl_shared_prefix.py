@@ -57,3 +57,35 @@ def test_shared_prefix_logprobs_and_grads_equal_the_padded_rows(tokenizer):
     (grid * weights).sum().backward()
     for name, p in model.named_parameters():
         assert torch.allclose(p.grad, padded_grads[name], atol=2e-5, rtol=1e-4), name
+
+
+def test_a_sliding_window_cache_falls_back_to_the_padded_rows():
+    """A cache that is not full-attention DynamicLayers (here a sliding window, prompts longer than it):
+    the shared prefix refuses it, remembers that, and the policy and reference take the padded rows."""
+    from types import SimpleNamespace
+
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from algorithms.shared_prefix import NotSharable
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, sliding_window=4)  # fmt: skip
+    model = MistralForCausalLM(config).eval()
+    t = rollout_tensors(
+        [[5, 6, 7, 8, 9, 10], [11, 12, 13]], [[[20, 21], [22]], [[23, 24, 25], [26]]], 0, True
+    )
+    assert can_share_prefix(model, t.prefix)
+    with pytest.raises(NotSharable, match="DynamicSlidingWindowLayer"):
+        shared_prefix_logprobs(model, t.prefix)
+    assert not can_share_prefix(model, t.prefix)  # remembered: the next batch skips the prefix pass
+    del model._quartet_no_shared_prompt
+    stand_in = SimpleNamespace(
+        model=model, ref_model=model, cfg={"beta": 0.1}, prefix_grid=OnlineRLModule.prefix_grid
+    )
+    logp, mask, values = OnlineRLModule.policy_logps(stand_in, t, with_values=False)
+    padded, padded_mask = model_token_logprobs(model, t.input_ids, t.attention_mask, t.labels)
+    assert values is None and torch.equal(mask, padded_mask) and torch.equal(logp, padded)
+    assert mask.sum().item() == 7 and (logp[mask] < 0).all()
+    assert not can_share_prefix(model, t.prefix)
+    assert torch.equal(OnlineRLModule.reference_logps(stand_in, t), padded)

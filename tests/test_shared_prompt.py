@@ -225,3 +225,17 @@ def test_shared_prompt_true_with_packing_is_a_start_up_error(tmp_path):
     with pytest.raises(ConfigError, match="module.shared_prompt=true .* data.packing=true"):
         validate_train_config(cfg)
     validate_train_config(compose_cfg(["experiment=capo_tiny", "data.packing=true"], tmp_path))  # auto: fine
+
+
+@pytest.mark.parametrize("prompts", [[[11], [21], [31]], [[11], [21, 22, 23], [31]]])
+def test_one_token_prompts_have_an_empty_prefix(tiny, prompts):
+    """A one-token prompt leaves an empty prefix: all of them (no prefix pass, no cache) or one among
+    longer prompts (its prefix row is padding only, hidden by the step pass's mask)."""
+    features = [
+        {"prompt_ids": p, "chosen_ids": c, "rejected_ids": r, "neg_type": "x"}
+        for p, c, r in zip(prompts, CHOSEN, REJECTED)
+    ]
+    batch = PreferenceCollator(pad_id=0, neg_types=["x"])(features)
+    plain, shared = frozen_batch_logprobs(tiny, batch), frozen_shared_prompt_logprobs(tiny, batch)
+    assert shared.mask.sum().item() == 17 and torch.equal(shared.mask, plain.mask)
+    torch.testing.assert_close(shared.logp, plain.logp, atol=1e-5, rtol=0)
