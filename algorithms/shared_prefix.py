@@ -34,7 +34,7 @@ the old online-RL path matched the padded rows, 4.8e-7), but other kernels are u
 refuse it for now. Such a model raises
 :class:`NotSharable` once and is remembered (``_quartet_no_shared_prompt``): both callers then take their
 padded rows. Not with gradient checkpointing (a cache is not kept through a recomputed forward), not
-under FSDP2 (see :func:`_fsdp_sharded`).
+under FSDP2 (see :func:`fsdp_sharded`).
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def can_share_prefix(model: torch.nn.Module, prefix: PrefixTensors | None) -> bo
         return False
     if activation_checkpointing_on(model) or getattr(model, REFUSED, None):
         return False
-    return not _fsdp_sharded(model)
+    return not fsdp_sharded(model)
 
 
-def _fsdp_sharded(model: torch.nn.Module) -> bool:
+def fsdp_sharded(model: torch.nn.Module) -> bool:
     """FSDP2 frees each block's gathered weights after its forward; the prefix forward's backward then
     finds them gone (a second forward of the same blocks before the backward), so sharded models take
     the padded rows."""

@@ -33,7 +33,7 @@ import torch
 from algorithms.logprobs import LOGPROB_IMPLS, TokenLogprobs, activation_checkpointing_on, chunkable_head
 from algorithms.packing import is_packed
 from algorithms.reference import adapter_disabled, eval_mode, is_peft_model
-from algorithms.shared_prefix import REFUSED, NotSharable, shared_prefix_scores
+from algorithms.shared_prefix import REFUSED, NotSharable, fsdp_sharded, shared_prefix_scores
 from models.nll import IGNORE_INDEX
 
 
@@ -59,6 +59,8 @@ def shared_prompt_problem(model: torch.nn.Module, batch: dict[str, Any]) -> str 
         return "gradient checkpointing is on: transformers drops the KV cache under it"
     if getattr(model, REFUSED, None):
         return str(getattr(model, REFUSED))
+    if fsdp_sharded(model):
+        return "the model is FSDP-sharded: a second forward of its blocks before the backward finds their weights freed"
     if chunkable_head(model) is None:
         return (
             "the LM head is not a plain local linear layer (logit transform, torch.compile or FSDP-sharded), "

@@ -90,7 +90,7 @@ def test_ppo_value_head_with_two_inner_passes_under_fsdp_resumes_exactly(tmp_pat
 
 
 # ---------------------------------------------------------------- GRPO under DDP and FSDP2
-# GRPO with its shared prefix (DDP) and with the padded-row fallback (FSDP2, ``_fsdp_sharded``), μ = 2.
+# GRPO with its shared prefix (DDP) and with the padded-row fallback (FSDP2, ``fsdp_sharded``), μ = 2.
 # A random tiny policy's answer_match reward is 0 in every group (no advantage, nothing trains), so these
 # runs score completions by their length instead (:class:`LengthReward`): every group has a spread.
 GRPO = [
