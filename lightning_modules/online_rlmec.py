@@ -36,18 +36,10 @@ from inference.chat import encode_prompt
 from inference.sampling import SamplingParams
 from lightning_modules.online_rl import OnlineRLModule
 from lightning_modules.online_rl_parts import eos_and_pad
+from lightning_modules.rlmec import LOGGED as RLMEC_LOGGED
 from utils.errors import ConfigError
 
 GRM_DEFAULTS = {"path": None, "max_new_tokens": 256, "batch_size": 8, "dtype": "float32"}
-RLMEC_LOGGED = (
-    "loss_rl",
-    "loss_ir",
-    "nonzero_reward_frac",
-    "reward_correct",
-    "reward_wrong",
-    "clip_frac",
-    "ratio_mean",
-)
 
 
 def load_grm(path: str, dtype: str, policy_tokenizer: Any) -> tuple[torch.nn.Module, Any]:

@@ -15,14 +15,6 @@ from tests.inference_helpers import make_tokenizer, tiny_llama
 PROMPTS = ["Tom has 3 apples and buys 4 more.", "Mia has 12 pencils. How many", "A pen costs $3.\nAnswer:"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def tok():
     return make_tokenizer()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from inference.backends.hf import HFBackend
 from inference.decoding import generate_token_ids
@@ -14,14 +13,6 @@ from inference.static_decode import CAPACITY_STEP, static_capacity
 from tests.inference_helpers import make_tokenizer, tiny_llama
 
 PROMPTS = ["Tom has 3 apples and buys 4 more.", "Mia has 12 pencils. How many", "A pen costs $3.\nAnswer:"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
