@@ -139,3 +139,8 @@ def test_consolidate_never_overwrites_a_non_empty_output_unasked(tmp_path, capsy
         f"error: --out {out} already exists and is not empty (pass --overwrite to replace it)"
     ]
     assert (out / "config.json").read_text() == "{}"
+
+
+def test_stale_temp_cleanup_takes_a_name_too_long_to_be_a_folder_as_no_folder(tmp_path):
+    assert remove_stale_temp_files("x" * 5000, ["tmp*"]) == []  # a cache_dir typo, not an OSError
+    assert remove_stale_temp_files(tmp_path / "missing", ["tmp*"]) == []

@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from utils.data_paths import path_exists
+
 log = logging.getLogger(__name__)
 TEMP_MARK = ".tmp-"
 
@@ -46,7 +48,7 @@ def remove_stale_temp_files(
     open and that were last modified at least ``min_age_s`` seconds ago (a live writer keeps its
     file open and fresh); return what was removed. A matching folder (a sharded checkpoint being
     written, ``utils.atomic.replace_folder``) goes as a whole unless a file in it is open."""
-    if not folder or not Path(folder).is_dir():
+    if not folder or not path_exists(folder) or not Path(folder).is_dir():  # a too-long name: no folder
         return []
     candidates = [p for pattern in patterns for p in Path(folder).glob(pattern) if p.is_file() or p.is_dir()]
     if not candidates:
