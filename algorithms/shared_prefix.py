@@ -62,9 +62,17 @@ def can_share_prefix(model: torch.nn.Module, prefix: PrefixTensors | None) -> bo
     not already refused (:data:`REFUSED`)."""
     if prefix is None or bool((prefix.prefix_mask.sum(1) == 0).any()):
         return False
-    if activation_checkpointing_on(model) or getattr(model, REFUSED, None):
-        return False
-    return not fsdp_sharded(model)
+    return not activation_checkpointing_on(model) and sharing_refused(model) is None
+
+
+def sharing_refused(model: torch.nn.Module) -> str | None:
+    """Why no shared-prefix forward runs on ``model`` whatever the batch (one of its caches was refused
+    before, :data:`REFUSED`, or it is FSDP-sharded); None when it may. Both callers ask this."""
+    if getattr(model, REFUSED, None):
+        return str(getattr(model, REFUSED))
+    if fsdp_sharded(model):
+        return "the model is FSDP-sharded: a second forward of its blocks before the backward finds their weights freed"
+    return None
 
 
 def fsdp_sharded(model: torch.nn.Module) -> bool:

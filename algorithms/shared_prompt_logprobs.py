@@ -33,7 +33,7 @@ import torch
 from algorithms.logprobs import LOGPROB_IMPLS, TokenLogprobs, activation_checkpointing_on, chunkable_head
 from algorithms.packing import is_packed
 from algorithms.reference import adapter_disabled, eval_mode, is_peft_model
-from algorithms.shared_prefix import REFUSED, NotSharable, fsdp_sharded, shared_prefix_scores
+from algorithms.shared_prefix import NotSharable, shared_prefix_scores, sharing_refused
 from models.nll import IGNORE_INDEX
 
 
@@ -57,10 +57,9 @@ def shared_prompt_problem(model: torch.nn.Module, batch: dict[str, Any]) -> str 
     inner = inner.get_base_model() if is_peft_model(inner) else inner
     if activation_checkpointing_on(inner) and torch.is_grad_enabled() and inner.training:
         return "gradient checkpointing is on: transformers drops the KV cache under it"
-    if getattr(model, REFUSED, None):
-        return str(getattr(model, REFUSED))
-    if fsdp_sharded(model):
-        return "the model is FSDP-sharded: a second forward of its blocks before the backward finds their weights freed"
+    refused = sharing_refused(model)
+    if refused:
+        return refused
     if chunkable_head(model) is None:
         return (
             "the LM head is not a plain local linear layer (logit transform, torch.compile or FSDP-sharded), "
