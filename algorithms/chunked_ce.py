@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from models.cpu_linear import linear, matmul
+
 #: Elements of one chunk's [C, V] fp32 logits (2**25: 128 MiB); C = max(1, budget // V).
 DEFAULT_CHUNK_ELEMENTS = 2**25
 #: Elements of softmax(z) kept from the forward for the backward (whole chunks, the first ones), so those
@@ -38,8 +40,10 @@ def chunk_rows(vocab: int, chunk_tokens: int | None) -> int:
     return int(chunk_tokens) if chunk_tokens else max(1, DEFAULT_CHUNK_ELEMENTS // max(1, vocab))
 
 
-def _chunk_logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.nn.functional.linear(h, weight, bias).float()
+def _chunk_logits(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, min_macs: int | None
+) -> torch.Tensor:
+    return linear(h, weight, bias, min_macs).float()
 
 
 def _dlogits(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -67,10 +71,11 @@ def recompute_autocast(device: str, dtype: torch.dtype | None) -> Any:
 
 class ChunkedLinearLogprob(torch.autograd.Function):
     """``(logp [N] fp32, correct [N] bool) = f(hidden [N, H], weight [V, H], bias [V] | None, targets [N])``;
-    ``chunk``: rows per chunk; ``keep_rows``: the first rows whose softmax is kept for the backward."""
+    ``chunk``: rows per chunk; ``keep_rows``: the first rows whose softmax is kept for the backward;
+    ``min_macs``: the head's ``model.cpu_linear`` threshold (``models/cpu_linear.py``; None: ATen)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, chunk, keep_rows=0):  # noqa: ANN001, ANN205
+    def forward(ctx, hidden, weight, bias, targets, chunk, keep_rows=0, min_macs=None):  # noqa: ANN001, ANN205
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=torch.float32, device=hidden.device)
         lse = torch.empty_like(logp)
@@ -81,17 +86,18 @@ class ChunkedLinearLogprob(torch.autograd.Function):
         kept = []
         for s in range(0, n, chunk):
             e = min(n, s + chunk)
-            logits = _chunk_logits(hidden[s:e], weight, bias)
+            logits = _chunk_logits(hidden[s:e], weight, bias, min_macs)
             lse[s:e] = logits.logsumexp(-1)
             t = targets[s:e]
             logp[s:e] = logits.gather(1, t[:, None]).squeeze(1) - lse[s:e]
             correct[s:e] = logits.argmax(-1).eq(t)
             if dh is not None:  # ∂logp_i/∂h_i, so the backward needs no recompute
                 ones = torch.ones(e - s, dtype=torch.float32, device=hidden.device)
-                dh[s:e] = (_dlogits(logits, lse[s:e], t, ones).to(weight.dtype) @ weight).to(hidden.dtype)
+                dz = _dlogits(logits, lse[s:e], t, ones).to(weight.dtype)
+                dh[s:e] = matmul(dz, weight, min_macs).to(hidden.dtype)
             elif e <= keep:  # softmax(z), in place of the logits, for the backward
                 kept.append(logits.sub_(lse[s:e, None]).exp_())
-        ctx.chunk, ctx.frozen, ctx.kept = chunk, dh is not None, len(kept)
+        ctx.chunk, ctx.frozen, ctx.kept, ctx.min_macs = chunk, dh is not None, len(kept), min_macs
         ctx.autocast = autocast_state(hidden.device.type)
         ctx.save_for_backward(dh if ctx.frozen else hidden, weight, bias, targets, lse, *kept)
         ctx.mark_non_differentiable(correct)
@@ -101,8 +107,8 @@ class ChunkedLinearLogprob(torch.autograd.Function):
     def backward(ctx, grad_logp, _grad_correct):  # noqa: ANN001, ANN205
         saved, weight, bias, targets, lse, *kept = ctx.saved_tensors
         if ctx.frozen:
-            return saved * grad_logp[:, None].to(saved.dtype), None, None, None, None, None
-        hidden, chunk = saved, ctx.chunk
+            return saved * grad_logp[:, None].to(saved.dtype), None, None, None, None, None, None
+        hidden, chunk, min_macs = saved, ctx.chunk, ctx.min_macs
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         dh = torch.empty_like(hidden) if need_h else None
         dw = None  # the first chunk's product is written, later ones added: no [V, H] zero-fill
@@ -114,18 +120,20 @@ class ChunkedLinearLogprob(torch.autograd.Function):
                 dz = _dprobs(kept[i], targets[s:e], g)
             else:
                 with recompute_autocast(hidden.device.type, ctx.autocast):
-                    logits = _chunk_logits(hidden[s:e], weight, bias)
+                    logits = _chunk_logits(hidden[s:e], weight, bias, min_macs)
                 dz = _dlogits(logits, lse[s:e], targets[s:e], g)
             if dh is not None:
-                dh[s:e] = (dz.to(weight.dtype) @ weight).to(hidden.dtype)
+                dh[s:e] = matmul(dz.to(weight.dtype), weight, min_macs).to(hidden.dtype)
             if need_w:
-                dw = dz.t() @ hidden[s:e].float() if dw is None else dw.addmm_(dz.t(), hidden[s:e].float())
+                dw_chunk = matmul(dz.t(), hidden[s:e].float(), min_macs)
+                dw = dw_chunk if dw is None else dw.add_(dw_chunk)
             if db is not None:
                 db += dz.sum(0)
         return (
             dh,
             None if dw is None else dw.to(weight.dtype),
             None if db is None else db.to(bias.dtype),
+            None,
             None,
             None,
             None,
@@ -138,9 +146,11 @@ def chunked_token_logprobs(
     targets: torch.Tensor,
     bias: torch.Tensor | None = None,
     chunk_tokens: int | None = None,
+    min_macs: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logp [N] fp32, correct [N] bool)`` of ``targets`` under the head ``(weight, bias)`` at
-    ``hidden [N, H]``, never holding more than one chunk's logits (see the module docstring)."""
+    ``hidden [N, H]``, never holding more than one chunk's logits (see the module docstring).
+    ``min_macs``: run the head's products on oneDNN from that size (``models/cpu_linear.py``)."""
     if hidden.shape[0] == 0:
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty + hidden.sum() * 0, torch.zeros(0, dtype=torch.bool, device=hidden.device)
@@ -149,7 +159,7 @@ def chunked_token_logprobs(
         t is not None and t.requires_grad for t in (hidden, weight, bias)
     )  # a backward may come: keep the first chunks' softmax (KEEP_ELEMENTS)
     keep = KEEP_ELEMENTS // max(1, weight.shape[0] * chunk) * chunk if trains else 0
-    return ChunkedLinearLogprob.apply(hidden, weight, bias, targets, chunk, keep)
+    return ChunkedLinearLogprob.apply(hidden, weight, bias, targets, chunk, keep, min_macs)
 
 
 def fused_token_logprobs(

@@ -20,6 +20,7 @@ import torch
 
 from algorithms.chunked_ce import chunked_token_logprobs, fused_token_logprobs
 from algorithms.packing import is_packed, model_inputs, unpack_shifted
+from models.cpu_linear import head_min_macs, linear
 from models.nll import IGNORE_INDEX, masked_nll, token_logprobs
 
 __all__ = [
@@ -139,11 +140,12 @@ def head_logprobs(
     full logits)."""
     if impl == "fused":
         return fused_token_logprobs(hidden, head.weight, targets, head.bias)
+    min_macs = head_min_macs(head)
     if impl == "full":
-        logits = torch.nn.functional.linear(hidden, head.weight, head.bias)
+        logits = linear(hidden, head.weight, head.bias, min_macs)
         logp = -torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
         return logp, logits.detach().argmax(-1).eq(targets)
-    return chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens)
+    return chunked_token_logprobs(hidden, head.weight, targets, head.bias, chunk_tokens, min_macs)
 
 
 def labelled_hidden(

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from models.cpu_linear import OneDNNLinear
+
 _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor]] = (
     weakref.WeakKeyDictionary()
 )
@@ -41,9 +43,10 @@ def prepack_supported() -> bool:
 
 
 def packable(module: nn.Module) -> bool:
-    """A plain ``nn.Linear`` (not a subclass with its own forward) holding a float32 CPU weight."""
+    """A plain ``nn.Linear`` (or ``model.cpu_linear``'s :class:`OneDNNLinear`; not another subclass with
+    its own forward) holding a float32 CPU weight."""
     return (
-        type(module) is nn.Linear
+        type(module) in (nn.Linear, OneDNNLinear)
         and module.weight.device.type == "cpu"
         and module.weight.dtype == torch.float32
         and (module.bias is None or module.bias.dtype == torch.float32)

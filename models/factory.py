@@ -2,7 +2,8 @@
 
 The kinds live in the registry (``models/registry.py``): ``tiny`` and ``hf`` (``models/dense.py``),
 ``moe`` and ``moe_upcycle`` (``models/moe_factory.py``). For kinds with ``generic_wrappers`` the
-factory then applies LoRA (``model.lora.*``, peft) and gradient checkpointing.
+factory then applies LoRA (``model.lora.*``, peft) and gradient checkpointing. For every kind it then
+moves the float32 CPU linear layers onto oneDNN (``model.cpu_linear``, ``models/cpu_linear.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from models.cpu_linear import use_onednn_linears
 from models.registry import MODEL_KINDS, get_model_kind
 from utils.errors import QuartetError
 
@@ -22,8 +24,14 @@ def build_model(cfg: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase | Non
     """Build or load the model of ``cfg`` (``model.kind``, default ``hf``)."""
     kind = get_model_kind(cfg.get("kind", "hf"))
     model = kind.build(cfg, tokenizer)
-    if not kind.generic_wrappers:
-        return model
+    if kind.generic_wrappers:
+        model = _generic_wrappers(model, cfg)
+    use_onednn_linears(model, cfg.get("cpu_linear", "auto"))
+    return model
+
+
+def _generic_wrappers(model: PreTrainedModel, cfg: Mapping[str, Any]) -> PreTrainedModel:
+    """LoRA and gradient checkpointing, for the kinds that leave them to the factory."""
     if (cfg.get("lora") or {}).get("enabled"):
         model = apply_lora(model, cfg["lora"])
     if cfg.get("gradient_checkpointing"):

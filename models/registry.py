@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.cpu_linear import cpu_linear_problems
 from utils.errors import ConfigError
 
 Builder = Callable[[Mapping[str, Any], Any], Any]
@@ -55,6 +56,7 @@ class ModelKind:
         """Every start-up problem of a ``model`` config of this kind (with ``data.packing`` when
         ``packing``), found without building it."""
         out = list(self.check(cfg)) if self.check is not None else []
+        out += cpu_linear_problems(cfg.get("cpu_linear", "auto"))
         if self.needs_pretrained and not cfg.get("pretrained"):
             out.append(f"model.pretrained must name a folder or hub id for model.kind={self.name}")
         if packing and not self.packs_rows:

@@ -44,7 +44,7 @@ def test_rows_kept_only_when_a_backward_can_come(monkeypatch):
     apply = cce.ChunkedLinearLogprob.apply
 
     def spy(*args):
-        seen.append(args[-1])
+        seen.append(args[5])  # keep_rows
         return apply(*args)
 
     monkeypatch.setattr(cce.ChunkedLinearLogprob, "apply", spy)

@@ -234,3 +234,31 @@ def test_grouped_mm_probe_is_not_fooled_by_a_no_grad_first_call():
     finally:
         dispatch_mod.grouped_mm_supported.cache_clear()
     assert supported == hasattr(torch, "_grouped_mm")
+
+
+@pytest.mark.parametrize("block_rows", [7, 2048])
+def test_fused_on_onednn_matches_reference_and_calls_onednn(monkeypatch, block_rows):
+    """``min_macs`` (model.cpu_linear): the fused loop's expert products run on oneDNN (every one at
+    min_macs=0, the small-pairs grouped path skipped) with the reference's values and gradients."""
+    import models.cpu_linear as cl
+
+    monkeypatch.setattr(dispatch_mod, "FUSED_BLOCK_ROWS", block_rows)
+    x, gate_up, down, mask, weights, grad_out = make_problem(45, 32, 24, 6, 0.35, (4,), seed=7)
+    tensors = [x, gate_up, down, weights]
+    ref, ref_grads = grads_of(lambda: dense_moe_oracle(x, mask, weights, gate_up, down), tensors, grad_out)
+    calls = []
+    dnn = cl._dnn
+    monkeypatch.setattr(cl, "_dnn", lambda *a: calls.append(1) or dnn(*a))
+    run = lambda: moe_dispatch(x, mask, weights, gate_up, down, impl="fused", min_macs=0)  # noqa: E731
+    out, got = grads_of(run, tensors, grad_out)
+    pieces = sum(len(b.experts) for b in dispatch_mod._blocks(plan_dispatch(mask), block_rows, 6, False))
+    assert len(calls) == 2 * pieces + 4 * pieces  # forward: gate/up and down; backward: 4 products
+    torch.testing.assert_close(out, ref, **TOL)
+    for name, a, b in zip(("x", "gate_up", "down", "weights"), got, ref_grads):
+        torch.testing.assert_close(a, b, **TOL, msg=f"grad of {name}")
+    assert gate_up.grad[4].abs().max() == 0 and down.grad[4].abs().max() == 0
+    calls.clear()
+    grads_of(
+        lambda: moe_dispatch(x, mask, weights, gate_up, down, impl="fused", min_macs=None), tensors, grad_out
+    )
+    assert calls == []  # cpu_linear=aten: MKL as before

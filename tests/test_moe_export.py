@@ -83,7 +83,16 @@ def test_export_writes_auto_map_and_flat_modeling_files(moe_export):
     }
     modeling = (moe_export / "modeling_quartet_moe.py").read_text()
     assert "from .layer import MoEAux, MoELayer" in modeling and "from .nll import" in modeling
-    for name in ("configuration_quartet_moe", "modeling_quartet_moe", "layer", "router", "dispatch", "nll"):
+    modules = (
+        "configuration_quartet_moe",
+        "modeling_quartet_moe",
+        "layer",
+        "router",
+        "dispatch",
+        "nll",
+        "cpu_linear",
+    )
+    for name in modules:
         imports = re.findall(
             r"^\s*(?:from\s+(\S+)\s+import|import\s+(\S+))", (moe_export / f"{name}.py").read_text(), re.M
         )
@@ -102,6 +111,7 @@ def test_export_writes_auto_map_and_flat_modeling_files(moe_export):
             ".router",
             ".dispatch",
             ".nll",
+            ".cpu_linear",
             ".configuration_quartet_moe",
         }, (name, roots)
 

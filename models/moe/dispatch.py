@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..cpu_linear import matmul_into
+
 
 @dataclass
 class DispatchPlan:
@@ -150,8 +152,16 @@ class _BlockGemms:
     per-expert weights from one ``unbind`` (see :class:`_Weights`). Weights are [E, out, in].
     """
 
-    def __init__(self, start: int, end: int, pieces: tuple[Piece, ...], num_experts: int, grouped: bool):
-        self.start, self.end, self.grouped = start, end, grouped
+    def __init__(
+        self,
+        start: int,
+        end: int,
+        pieces: tuple[Piece, ...],
+        num_experts: int,
+        grouped: bool,
+        min_macs: int | None = None,
+    ):
+        self.start, self.end, self.grouped, self.min_macs = start, end, grouped, min_macs
         self.experts = tuple(e for e, _, _ in pieces)
         self.sizes = [t - s for _, s, t in pieces]
         self.first = (True,) * len(pieces)  # set by _blocks: first piece of its expert overall
@@ -174,7 +184,7 @@ class _BlockGemms:
             return torch._grouped_mm(a, w.transpose(1, 2), offs=self.offs)
         out = a.new_empty(a.shape[0], w.shape[1])
         for a_p, o_p, e in zip(a.split(self.sizes), out.split(self.sizes), self.experts):
-            torch.mm(a_p, w_t[e], out=o_p)
+            matmul_into(o_p, a_p, w_t[e], self.min_macs, add=False)
         return out
 
     def rows_x_w(self, a: Tensor, w: Tensor, w_n: tuple[Tensor, ...]) -> Tensor:
@@ -183,7 +193,7 @@ class _BlockGemms:
             return torch._grouped_mm(a, w, offs=self.offs)
         out = a.new_empty(a.shape[0], w.shape[2])
         for a_p, o_p, e in zip(a.split(self.sizes), out.split(self.sizes), self.experts):
-            torch.mm(a_p, w_n[e], out=o_p)
+            matmul_into(o_p, a_p, w_n[e], self.min_macs, add=False)
         return out
 
     def accumulate_at_b(self, dst: Tensor | None, a: Tensor, b: Tensor) -> Tensor:
@@ -200,10 +210,7 @@ class _BlockGemms:
         dst_e = dst.unbind(0)
         parts = zip(a.t().split(self.sizes, dim=1), b.split(self.sizes), self.experts, self.first)
         for a_p, b_p, e, first in parts:
-            if first:
-                torch.mm(a_p, b_p, out=dst_e[e])
-            else:
-                dst_e[e].addmm_(a_p, b_p)
+            matmul_into(dst_e[e], a_p, b_p, self.min_macs, add=not first)
         return dst
 
 
@@ -323,15 +330,18 @@ def _use_grouped_gemm(x: Tensor, gate_up: Tensor, down: Tensor) -> bool:
     return dims_ok and ptrs_ok and gate_up.is_contiguous() and down.is_contiguous()
 
 
-def _blocks(plan: DispatchPlan, rows: int, num_experts: int, grouped: bool) -> tuple[_BlockGemms, ...]:
-    """Cut the expert-sorted rows into blocks of <= ``rows`` and tile each with per-expert pieces."""
+def _blocks(
+    plan: DispatchPlan, rows: int, num_experts: int, grouped: bool, min_macs: int | None = None
+) -> tuple[_BlockGemms, ...]:
+    """Cut the expert-sorted rows into blocks of <= ``rows`` and tile each with per-expert pieces
+    (``min_macs``: the loop's products on oneDNN from that size, ``models/cpu_linear.py``)."""
     total = plan.token_idx.numel()
     segments = plan.segments
     blocks = []
     for bs in range(0, total, rows):
         be = min(bs + rows, total)
         pieces = tuple((e, max(s, bs), min(t, be)) for e, s, t in segments if s < be and t > bs)
-        blocks.append(_BlockGemms(bs, be, pieces, num_experts, grouped))
+        blocks.append(_BlockGemms(bs, be, pieces, num_experts, grouped, min_macs))
     seen: set[int] = set()
     for blk in blocks:
         blk.first = tuple(e not in seen for e in blk.experts)
@@ -358,14 +368,21 @@ def _small_on_cpu(x: Tensor, plan: DispatchPlan) -> bool:
 
 
 def fused_experts(
-    x: Tensor, plan: DispatchPlan, pair_weights: Tensor, gate_up: Tensor, down: Tensor
+    x: Tensor,
+    plan: DispatchPlan,
+    pair_weights: Tensor,
+    gate_up: Tensor,
+    down: Tensor,
+    min_macs: int | None = None,
 ) -> Tensor:
-    """Custom-autograd dispatch (the default; see module docstring); a CPU batch of at most
-    ``SMALL_PAIRS_GROUPED`` pairs takes ``grouped_mm_experts``."""
-    if _small_on_cpu(x, plan):
+    """Custom-autograd dispatch (the default; see module docstring). ``min_macs`` (``model.cpu_linear``):
+    on CPU in float32, the per-expert products run on oneDNN from that size. Without it, a CPU batch of
+    at most ``SMALL_PAIRS_GROUPED`` pairs takes ``grouped_mm_experts``."""
+    onednn = min_macs is not None and x.device.type == "cpu" and x.dtype == torch.float32
+    if not onednn and _small_on_cpu(x, plan):
         return grouped_mm_experts(x, plan, pair_weights, gate_up, down)
     grouped = FUSED_GEMM == "grouped" or (FUSED_GEMM == "auto" and _use_grouped_gemm(x, gate_up, down))
-    blocks = _blocks(plan, FUSED_BLOCK_ROWS, gate_up.shape[0], grouped)
+    blocks = _blocks(plan, FUSED_BLOCK_ROWS, gate_up.shape[0], grouped, min_macs if onednn else None)
     return _FusedSwiGLUExperts.apply(x, plan.token_idx, pair_weights, gate_up, down, blocks)
 
 
@@ -414,6 +431,7 @@ def moe_dispatch(
     down: Tensor,
     impl: str = DEFAULT_DISPATCH,
     plan: DispatchPlan | None = None,
+    min_macs: int | None = None,
 ) -> Tensor:
     """Compute the weighted sum of the selected SwiGLU experts for every token.
 
@@ -424,6 +442,7 @@ def moe_dispatch(
         gate_up: [E, 2I, H] expert gate/up weights. down: [E, H, I] expert down weights.
         impl: one of :data:`DISPATCH_IMPLS`.
         plan: a precomputed :func:`plan_dispatch` of ``mask`` (optional).
+        min_macs: ``model.cpu_linear``'s oneDNN threshold (``models/cpu_linear.py``), used by ``fused``.
 
     Returns:
         [T, H] output in ``x.dtype``.
@@ -437,4 +456,7 @@ def moe_dispatch(
     plan = plan if plan is not None else plan_dispatch(mask)
     flat_pairs = plan.token_idx * mask.shape[1] + plan.expert_idx
     pair_weights = weights.reshape(-1).index_select(0, flat_pairs).to(x.dtype)
-    return DISPATCH_IMPLS[impl](x, plan, pair_weights, gate_up.to(x.dtype), down.to(x.dtype))
+    args = (x, plan, pair_weights, gate_up.to(x.dtype), down.to(x.dtype))
+    if impl == "fused":
+        return fused_experts(*args, min_macs=min_macs)
+    return DISPATCH_IMPLS[impl](*args)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..cpu_linear import MIN_MACS
 from .dispatch import DEFAULT_DISPATCH, DISPATCH_IMPLS, moe_dispatch
 from .router import Router, RouterConfig, build_router
 
@@ -51,8 +52,12 @@ class SwiGLUExperts(nn.Module):
 
     ``gate_up_proj`` [E, 2I, H] (gate rows first, then up rows), ``down_proj`` [E, H, I]. This is the
     layout of transformers' fused Mixtral experts, so weights copy across without transposes. Under
-    FSDP2 both shard on dim 0 (experts) together with their decoder block.
+    FSDP2 both shard on dim 0 (experts) together with their decoder block. ``onednn_min_macs``: the
+    ``model.cpu_linear`` threshold of the float32 CPU expert products (``models/cpu_linear.py``; None:
+    ATen), set by the model factory.
     """
+
+    onednn_min_macs: int | None = MIN_MACS
 
     def __init__(
         self, num_experts: int, hidden_size: int, intermediate_size: int, dispatch: str = DEFAULT_DISPATCH
@@ -79,10 +84,20 @@ class SwiGLUExperts(nn.Module):
         """``x`` [T, H], ``mask`` [T, E] bool, ``weights`` [T, E] -> [T, H] in the compute dtype."""
         impl = dispatch or self.dispatch
         if not torch.is_autocast_enabled(x.device.type):
-            return moe_dispatch(x, mask, weights, self.gate_up_proj, self.down_proj, impl=impl)
+            return moe_dispatch(
+                x, mask, weights, self.gate_up_proj, self.down_proj, impl=impl, min_macs=self.onednn_min_macs
+            )
         dtype = compute_dtype(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return moe_dispatch(x.to(dtype), mask, weights, self.gate_up_proj, self.down_proj, impl=impl)
+            return moe_dispatch(
+                x.to(dtype),
+                mask,
+                weights,
+                self.gate_up_proj,
+                self.down_proj,
+                impl=impl,
+                min_macs=self.onednn_min_macs,
+            )
 
     def extra_repr(self) -> str:
         return (

@@ -1,7 +1,7 @@
 """Make a saved Quartet MoE folder self-contained, as hub models with custom code are.
 
 :func:`write_remote_code` copies the modeling and configuration files (and the MoE layer, router,
-dispatch and NLL files they use) flat into the folder, turning their package-relative imports
+dispatch, CPU-linear and NLL files they use) flat into the folder, turning their package-relative imports
 (``from ..moe.layer import``, ``from ..nll import``) into same-folder ones (``from .layer import``),
 and writes ``auto_map`` into ``config.json``. Plain transformers then loads the folder with
 ``AutoModelForCausalLM.from_pretrained(dir, trust_remote_code=True)``, without Quartet installed.
@@ -26,6 +26,7 @@ REMOTE_CODE_FILES = {
     "router.py": "moe/router.py",
     "dispatch.py": "moe/dispatch.py",
     "nll.py": "nll.py",
+    "cpu_linear.py": "cpu_linear.py",
 }
 AUTO_MAP = {
     "AutoConfig": "configuration_quartet_moe.QuartetMoEConfig",

@@ -1,0 +1,177 @@
+"""``model.cpu_linear`` (models/cpu_linear.py): fp32 CPU products on oneDNN, forward and backward, equal to
+``F.linear`` up to float rounding, bitwise repeatable, and used only where it computes the same thing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import models.cpu_linear as cl
+from algorithms.chunked_ce import chunked_token_logprobs
+from models import build_model, load_tokenizer, model_config_problems
+
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.skipif(not cl.onednn_available(), reason="this torch build has no oneDNN")
+
+TINY = {
+    "kind": "tiny",
+    "arch": "llama",
+    "tokenizer": str(ROOT / "assets" / "tokenizer"),
+    "hidden_size": 64,
+    "intermediate_size": 192,
+    "num_layers": 2,
+    "num_heads": 4,
+    "num_kv_heads": 2,
+    "max_position_embeddings": 256,
+    "tie_word_embeddings": True,
+    "dtype": "float32",
+}
+
+
+def _build(**overrides):  # noqa: ANN003, ANN202
+    torch.manual_seed(0)
+    return build_model({**TINY, **overrides}, load_tokenizer(TINY["tokenizer"]))
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max().clamp(min=1e-12)).item()
+
+
+def _linear_and_grads(fn, bias: bool, frozen: bool = False):  # noqa: ANN001, ANN202
+    torch.manual_seed(0)
+    x = torch.randn(3, 37, 96, requires_grad=True)
+    w = torch.randn(160, 96, requires_grad=not frozen)
+    b = torch.randn(160, requires_grad=True) if bias else None
+    y = fn(x, w, b)
+    g = torch.randn_like(y)
+    wanted = [t for t in (x, w, b) if t is not None and t.requires_grad]
+    return y.detach(), torch.autograd.grad(y, wanted, g), y.grad_fn
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("frozen", [False, True])
+def test_onednn_linear_and_its_gradients_equal_aten(bias, frozen):
+    ours, our_grads, grad_fn = _linear_and_grads(lambda x, w, b: cl.linear(x, w, b, min_macs=0), bias, frozen)
+    ref, ref_grads, _ = _linear_and_grads(torch.nn.functional.linear, bias, frozen)
+    assert type(grad_fn).__name__ == "_OneDNNLinearFnBackward"  # oneDNN's path ran, not F.linear
+    assert ours.shape == ref.shape == (3, 37, 160)
+    assert _rel(ours, ref) < 1e-5
+    assert len(our_grads) == len(ref_grads) == 2 + bias - frozen
+    for a, b in zip(our_grads, ref_grads):
+        assert a.shape == b.shape and _rel(a, b) < 1e-5
+
+
+def test_onednn_products_are_bitwise_repeatable():
+    first = _linear_and_grads(lambda x, w, b: cl.linear(x, w, b, min_macs=0), bias=True)
+    again = _linear_and_grads(lambda x, w, b: cl.linear(x, w, b, min_macs=0), bias=True)
+    assert torch.equal(first[0], again[0])
+    assert all(torch.equal(a, b) for a, b in zip(first[1], again[1]))
+
+
+def test_matmul_equals_the_product_and_reads_transposed_views():
+    torch.manual_seed(1)
+    a, b = torch.randn(40, 300), torch.randn(50, 300)
+    assert _rel(cl.matmul(a, b.t(), min_macs=0), a @ b.t()) < 1e-5
+    assert _rel(cl.matmul(b, a.t(), min_macs=0), b @ a.t()) < 1e-5
+
+
+def _routes_to_onednn(x: torch.Tensor, w: torch.Tensor, min_macs: int | None = cl.MIN_MACS) -> bool:
+    x = x.requires_grad_()
+    return type(cl.linear(x, w, None, min_macs).grad_fn).__name__ == "_OneDNNLinearFnBackward"
+
+
+def test_onednn_is_used_only_where_it_computes_the_same_float32_product():
+    big_x, big_w = torch.randn(64, 256), torch.randn(256, 256)  # 4.2M multiply-adds
+    assert _routes_to_onednn(big_x, big_w)
+    assert not _routes_to_onednn(torch.randn(4, 256), big_w)  # 262k: below MIN_MACS, MKL is faster
+    assert _routes_to_onednn(torch.randn(4, 256), big_w, min_macs=0)  # cpu_linear=onednn: every size
+    assert not _routes_to_onednn(big_x, big_w, min_macs=None)  # cpu_linear=aten
+    assert not _routes_to_onednn(big_x.double(), big_w.double())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16-mixed keeps ATen's autocast cast
+        x = big_x.clone().requires_grad_()
+        y = cl.linear(x, big_w, None, 0)
+        assert y.dtype == torch.bfloat16 and type(y.grad_fn).__name__ != "_OneDNNLinearFnBackward"
+    with torch.no_grad():  # inference: the kernel without the autograd node, same values
+        assert _rel(cl.linear(big_x, big_w, None, 0), big_x @ big_w.t()) < 1e-5
+
+
+def test_chunked_head_logprobs_on_onednn_equal_aten_with_gradients():
+    torch.manual_seed(2)
+    h = torch.randn(45, 64, requires_grad=True)
+    w = torch.randn(700, 64, requires_grad=True)
+    t = torch.randint(0, 700, (45,))
+    up = torch.randn(45)
+    out = {}
+    for name, min_macs in (("aten", None), ("onednn", 0)):
+        # 7-row chunks: the first chunk's softmax is kept, the others recomputed in the backward
+        logp, correct = chunked_token_logprobs(h, w, t, chunk_tokens=7, min_macs=min_macs)
+        out[name] = (logp.detach(), correct, *torch.autograd.grad((logp * up).sum(), (h, w)))
+    assert torch.equal(out["onednn"][1], out["aten"][1])
+    for a, b in zip(out["onednn"][2:], out["aten"][2:]):
+        assert _rel(a, b) < 1e-5
+    assert (out["onednn"][0] - out["aten"][0]).abs().max() < 1e-5
+
+
+def test_build_model_moves_the_linear_layers_and_keeps_the_state_dict():
+    aten, auto, forced = _build(cpu_linear="aten"), _build(), _build(cpu_linear="onednn")
+    linears = [m for m in auto.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 2 * 7 + 1  # q, k, v, o, gate, up, down per block, and the LM head
+    assert all(type(m) is cl.OneDNNLinear and m.onednn_min_macs == cl.MIN_MACS for m in linears)
+    assert all(m.onednn_min_macs == 0 for m in forced.modules() if isinstance(m, nn.Linear))
+    assert all(type(m) is nn.Linear for m in aten.modules() if isinstance(m, nn.Linear))
+    assert list(auto.state_dict()) == list(aten.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(auto.state_dict().values(), aten.state_dict().values()))
+    assert auto.get_output_embeddings().weight is auto.get_input_embeddings().weight  # still tied
+
+
+def test_a_training_step_on_onednn_equals_aten_to_float_rounding():
+    grads = {}
+    for mode in ("aten", "onednn"):
+        model = _build(cpu_linear=mode)
+        ids = torch.randint(5, model.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        grads[mode] = (loss.detach(), {n: p.grad for n, p in model.named_parameters()})
+    assert abs(grads["onednn"][0] - grads["aten"][0]) < 1e-5
+    for name, g in grads["aten"][1].items():
+        assert _rel(grads["onednn"][1][name], g) < 1e-4, name
+
+
+def test_lora_targets_the_moved_layers():
+    model = _build(cpu_linear="onednn", lora={"enabled": True, "r": 4})
+    bases = [m.base_layer for m in model.modules() if hasattr(m, "base_layer") and hasattr(m, "lora_A")]
+    assert len(bases) == 14 and all(type(b) is cl.OneDNNLinear for b in bases)
+    assert all(type(m.lora_A["default"]) is cl.OneDNNLinear for m in model.modules() if hasattr(m, "lora_A"))
+
+
+def test_unknown_or_unavailable_modes_are_config_errors(monkeypatch):
+    tiny = {"kind": "tiny", "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64}
+    assert model_config_problems({**tiny, "cpu_linear": "fast"}) == [
+        "model.cpu_linear='fast' must be one of auto, onednn, aten"
+    ]
+    monkeypatch.setattr(cl, "onednn_available", lambda: False)
+    assert model_config_problems({**tiny, "cpu_linear": "onednn"}) == [
+        "model.cpu_linear=onednn needs a torch build with oneDNN (torch.backends.mkldnn); use auto or aten"
+    ]
+    assert model_config_problems({**tiny, "cpu_linear": "auto"}) == []  # auto falls back to ATen
+    assert cl.use_onednn_linears(nn.Sequential(nn.Linear(4, 4)), "auto") == 0
+    with pytest.raises(ValueError, match="cpu_linear='x' must be one of"):
+        cl.use_onednn_linears(nn.Linear(4, 4), "x")
+
+
+def test_the_mode_reaches_the_moe_experts():
+    from models.moe import MoELayer, RouterConfig
+
+    def experts_threshold(mode: str) -> int | None:
+        layer = MoELayer(16, 24, 4, RouterConfig(kind="top_p", top_p=0.5))
+        moved = cl.use_onednn_linears(layer, mode)
+        assert moved == 0  # the router holds its own weight, not an nn.Linear
+        return layer.experts.onednn_min_macs
+
+    assert experts_threshold("auto") == cl.MIN_MACS
+    assert experts_threshold("onednn") == 0
+    assert experts_threshold("aten") is None
