@@ -20,7 +20,7 @@ import torch
 
 from algorithms.chunked_ce import chunked_token_logprobs, fused_token_logprobs
 from algorithms.packing import is_packed, model_inputs, unpack_shifted
-from models.cpu_linear import head_min_macs, linear
+from models.cpu_linear import PLAIN_LINEARS, head_min_macs, linear
 from models.nll import IGNORE_INDEX, masked_nll, token_logprobs
 
 __all__ = [
@@ -94,7 +94,7 @@ def chunkable_head(model: torch.nn.Module) -> torch.nn.Linear | None:
         return None
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if get_head is not None else None
-    if type(head) is not torch.nn.Linear:  # a LoRA-wrapped or parallel head: use the model's own logits
+    if type(head) not in PLAIN_LINEARS:  # a LoRA-wrapped or parallel head: use the model's own logits
         return None
     from torch.distributed.tensor import DTensor
 

@@ -29,7 +29,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from models.cpu_linear import OneDNNLinear
+from models.cpu_linear import PLAIN_LINEARS
 
 _PACKED: weakref.WeakKeyDictionary[nn.Linear, tuple[tuple[int, int], torch.Tensor]] = (
     weakref.WeakKeyDictionary()
@@ -46,7 +46,7 @@ def packable(module: nn.Module) -> bool:
     """A plain ``nn.Linear`` (or ``model.cpu_linear``'s :class:`OneDNNLinear`; not another subclass with
     its own forward) holding a float32 CPU weight."""
     return (
-        type(module) in (nn.Linear, OneDNNLinear)
+        type(module) in PLAIN_LINEARS
         and module.weight.device.type == "cpu"
         and module.weight.dtype == torch.float32
         and (module.bias is None or module.bias.dtype == torch.float32)

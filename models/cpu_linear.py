@@ -155,6 +155,10 @@ class OneDNNLinear(nn.Linear):
         return linear(x, self.weight, self.bias, self.onednn_min_macs)
 
 
+#: The classes of a plain linear layer (``x Wᵀ + b``, no wrapper): ``nn.Linear`` and its oneDNN form.
+PLAIN_LINEARS = (nn.Linear, OneDNNLinear)
+
+
 def use_onednn_linears(model: nn.Module, mode: str = "auto") -> int:
     """Apply ``cpu_linear=mode`` to ``model`` in place: every plain ``nn.Linear`` becomes an
     :class:`OneDNNLinear` (the same object, parameters and hooks; only its class changes), and every

@@ -175,3 +175,11 @@ def test_the_mode_reaches_the_moe_experts():
     assert experts_threshold("auto") == cl.MIN_MACS
     assert experts_threshold("onednn") == 0
     assert experts_threshold("aten") is None
+
+
+def test_the_chunked_lm_head_path_still_takes_the_moved_head():
+    from algorithms.logprobs import chunkable_head
+
+    model = _build()
+    assert type(model.get_output_embeddings()) is cl.OneDNNLinear
+    assert chunkable_head(model) is model.get_output_embeddings()

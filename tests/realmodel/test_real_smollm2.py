@@ -94,12 +94,15 @@ def test_sft_loss_falls_and_export_reloads_with_equal_logits(
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
+    from models.cpu_linear import use_onednn_linears
+
     overrides = [*base(real_model_dir, 3, 1e-4, 192), "module=sft", "data=chat", f"data.path={two_dialogues}"]
     losses = run_train([*overrides, "export=true"], tmp_path)
     assert len(losses) == 3 and losses[0] < 3.0, losses  # a trained model on its own template
     assert losses[-1] < losses[0] - 0.2, losses
     module = RECORDED["module"].eval()
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf_model").eval()
+    use_onednn_linears(exported, "auto")  # the trained module's kernels (model.cpu_linear), so bitwise
     prompt = real_tokenizer.apply_chat_template(
         [{"role": "user", "content": "Which of those keeps the order?"}],
         add_generation_prompt=True,
