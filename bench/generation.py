@@ -28,7 +28,10 @@ rounds with the order rotated (``--greedy-variants`` picks a subset; vLLM runs w
   a oneDNN-packed weight (:mod:`inference.prepacked`; packing happens in the warm-up call);
 - ``compiled``: ``generate_token_ids(decode="compiled")``: static KV cache and a ``torch.compile``-d
   decode step (its one-time compile is done in a warm-up call, outside the timing);
-- ``eager``: today's decoder (``decode="eager"``, dynamic preallocated cache);
+- ``eager``: today's decoder (``decode="eager"``, dynamic preallocated cache) on plain ``nn.Linear``
+  layers (MKL);
+- ``eager_onednn``: the same decoder on the layers Quartet's model factory builds by default
+  (``model.cpu_linear=auto``, :mod:`models.cpu_linear`: oneDNN on the plain weights);
 - ``hf_generate``: ``model.generate(do_sample=False)`` on the same left-padded batch;
 - ``vllm``: vLLM's offline engine (fp32, ``enforce_eager``) in ``.venv-vllm`` through
   ``scripts/vllm_greedy_worker.py``, timed inside that process; only where ``.venv-vllm`` exists.
@@ -60,7 +63,7 @@ from inference.decoding import generate_token_ids
 from inference.sampling import SamplingParams
 
 ROOT = Path(__file__).resolve().parents[1]
-GREEDY_VARIANTS = ("prepacked", "compiled", "eager", "hf_generate")
+GREEDY_VARIANTS = ("prepacked", "compiled", "eager", "eager_onednn", "hf_generate")
 
 MODELS = {
     "tiny": {
@@ -389,10 +392,25 @@ def greedy_variants(model, prompts: list[list[int]], new_tokens: int, pad: int) 
         )
         return time.perf_counter() - start, out[:, ids.shape[1] :].tolist()
 
+    def eager_onednn() -> tuple[float, list[list[int]]]:
+        """The eager decoder on the layers Quartet's model factory makes by default (``model.cpu_linear=auto``:
+        products of at least ``MIN_MACS`` on oneDNN, the plain weight, no packed copy)."""
+        from models.cpu_linear import OneDNNLinear
+
+        moved = [m for m in model.modules() if type(m) is torch.nn.Linear]
+        for m in moved:
+            m.__class__ = OneDNNLinear
+        try:
+            return ours("eager")()
+        finally:
+            for m in moved:
+                m.__class__ = torch.nn.Linear
+
     return {
         "prepacked": ours("prepacked"),
         "compiled": ours("compiled"),
         "eager": ours("eager"),
+        "eager_onednn": eager_onednn,
         "hf_generate": hf_generate,
     }
 

@@ -7,7 +7,8 @@ Rows per token count T (hidden H, expert intermediate I, E experts):
     implementation (``config._experts_implementation`` in transformers 5.x: "eager", "grouped_mm",
     "batched_mm"); implementations that raise, or whose estimated memory exceeds the budget, are skipped
     with the reason printed;
-  * dense SwiGLU with intermediate 2*I (same activated FLOPs as top-2): the practical limit;
+  * dense SwiGLU with intermediate 2*I (same activated FLOPs as top-2), on the same oneDNN kernels as
+    ours (``model.cpu_linear=auto``): the practical limit;
   * ours top-p (p = 0.4, random router init with std --router-std) and a dense SwiGLU with
     intermediate round(avg_experts_per_token * I).
 
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.cpu_linear import use_onednn_linears
 from models.moe import (
     DEFAULT_DISPATCH,
     MoELayer,
@@ -42,12 +44,15 @@ HF_IMPLS = ("eager", "grouped_mm", "batched_mm")
 
 
 class DenseSwiGLU(nn.Module):
-    """Dense SwiGLU with a fused gate/up projection (one GEMM in, one out): the fastest dense form."""
+    """Dense SwiGLU with a fused gate/up projection (one GEMM in, one out): the fastest dense form, on the
+    kernels Quartet's experts use (``model.cpu_linear=auto``: float32 CPU products on oneDNN), so that
+    "ours over dense" compares routing and dispatch, not GEMM libraries."""
 
     def __init__(self, hidden: int, inter: int) -> None:
         super().__init__()
         self.gate_up = nn.Linear(hidden, 2 * inter, bias=False)
         self.down = nn.Linear(inter, hidden, bias=False)
+        use_onednn_linears(self, "auto")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
