@@ -36,7 +36,7 @@ class RunSummary(L.Callback):
     def __init__(self, window: int = LOSS_WINDOW):
         self.window = window
         self.losses: list[float] = []
-        self.restored_steps = 0  # loss values that came from the checkpoint this run resumed from
+        self.optimizer_steps = 0  # optimiser steps taken in this run (μ > 1 inner passes: μ per batch)
         self.start = time.time()
         self._step_before = 0
 
@@ -51,8 +51,10 @@ class RunSummary(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        advanced = trainer.global_step - self._step_before
+        self.optimizer_steps += max(0, advanced)
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and trainer.global_step > self._step_before:
+        if isinstance(loss, torch.Tensor) and advanced > 0:
             self.losses.append(float(loss.detach()))
 
     def state_dict(self) -> dict[str, Any]:
@@ -61,13 +63,12 @@ class RunSummary(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.losses = [float(x) for x in state_dict.get("losses", [])]
-        self.restored_steps = len(self.losses)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "wall_time_s": round(time.time() - self.start, 2),
             "steps_recorded": len(self.losses),
-            "steps_this_run": len(self.losses) - self.restored_steps,
+            "steps_this_run": self.optimizer_steps,
         }
         if self.losses:
             w = min(self.window, len(self.losses))

@@ -80,7 +80,7 @@ def test_ppo_value_head_with_two_inner_passes_under_fsdp_resumes_exactly(tmp_pat
     second = run_script("train.py", [*args, f"ckpt_path={ckpt}", f"hydra.run.dir={resumed}"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert summary(full)["global_step"] == summary(resumed)["global_step"] == 4
-    assert summary(resumed)["steps_this_run"] == 1  # counts batches: one batch of μ = 2 optimiser steps
+    assert summary(resumed)["steps_this_run"] == 2  # optimiser steps: one batch of two inner passes
     assert_same_export(full / "hf_model", resumed / "hf_model")
     heads = value_head(full), value_head(resumed)
     assert sorted(heads[0]) == ["value_head.bias", "value_head.weight"]
@@ -206,7 +206,7 @@ def test_grpo_under_ddp_keeps_the_ranks_equal_and_resumes_exactly(ddp_grpo: dict
     assert_bitwise_equal(start, rank_weights(full, "start", 1))  # DDP broadcasts rank 0's weights
     assert_bitwise_equal(end, rank_weights(full, "end", 1))  # ranks saw other prompts: gradients synced
     assert_moved(start, end)
-    assert summary(resumed)["global_step"] == 4 and summary(resumed)["steps_this_run"] == 1
+    assert summary(resumed)["global_step"] == 4 and summary(resumed)["steps_this_run"] == 2
     assert_bitwise_equal(end, rank_weights(resumed, "end", 1))
     assert_same_export(full / "hf_model", resumed / "hf_model")
 
