@@ -47,6 +47,7 @@ def load_grm(path: str, dtype: str, policy_tokenizer: Any) -> tuple[torch.nn.Mod
     from transformers import AutoModelForCausalLM
 
     from models import load_tokenizer
+    from models.cpu_linear import use_onednn_linears
 
     tok = load_tokenizer(str(path))
     if tok.get_vocab() != policy_tokenizer.get_vocab():
@@ -56,6 +57,7 @@ def load_grm(path: str, dtype: str, policy_tokenizer: Any) -> tuple[torch.nn.Mod
             ]
         )
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+    use_onednn_linears(model, "auto")  # as the policy's default model.cpu_linear (models/cpu_linear.py)
     model.requires_grad_(False)
     return model.eval(), tok
 

@@ -225,6 +225,26 @@ def test_grpo_shared_prefix_and_padded_rows_train_the_same_under_ddp(ddp_grpo: d
 
 
 @pytest.mark.slow
+def test_rloo_under_ddp_keeps_the_ranks_equal_and_resumes_exactly(tmp_path: Path):
+    """RLOO's leave-one-out advantages (module.advantage=rloo) on the GRPO runs' settings."""
+    args = [
+        *GRPO,
+        "module.advantage=rloo",
+        "trainer=ddp",
+        f"data.path={write_questions(tmp_path / 'questions.jsonl')}",
+    ]
+    full = grpo_run(tmp_path, "full", args)
+    assert (full / ".hydra" / "config.yaml").read_text().count("advantage: rloo") == 1
+    resumed = resume_copy(full, "resumed", args, "step000002.ckpt")
+    start, end = rank_weights(full, "start", 0), rank_weights(full, "end", 0)
+    assert_bitwise_equal(end, rank_weights(full, "end", 1))
+    assert_moved(start, end)
+    assert summary(resumed)["global_step"] == 4 and summary(resumed)["steps_this_run"] == 2
+    assert_bitwise_equal(end, rank_weights(resumed, "end", 0))
+    assert_same_export(full / "hf_model", resumed / "hf_model")
+
+
+@pytest.mark.slow
 def test_grpo_under_fsdp_with_padded_rows_resumes_exactly(tmp_path: Path):
     args = [*GRPO, "trainer=fsdp", f"data.path={write_questions(tmp_path / 'questions.jsonl')}"]
     full = grpo_run(tmp_path, "full", args)

@@ -13,6 +13,7 @@ from inference.chat import encode_prompt
 from inference.decoding import DECODE_MODES, generate_token_ids
 from inference.sampling import SamplingParams
 from inference.stopping import truncate_at_stop
+from models.cpu_linear import use_onednn_linears
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -111,9 +112,11 @@ class HFBackend(GenerationBackend):
         model_id: str | None = None,
         chat_template: str | None = None,
         decode: str = "eager",
+        cpu_linear: str = "auto",
     ) -> HFBackend:
         """Load a model folder (``save_pretrained`` layout) and its tokenizer; ``chat_template`` (a Jinja
-        string) overrides the tokenizer's own."""
+        string) overrides the tokenizer's own; ``cpu_linear`` as ``model.cpu_linear`` (float32 CPU linear
+        layers on oneDNN, ``models/cpu_linear.py``)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         import models  # noqa: F401  (registers Quartet's model classes, e.g. an exported MoE, with the Auto classes)
@@ -122,6 +125,7 @@ class HFBackend(GenerationBackend):
         if chat_template:
             tok.chat_template = chat_template
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+        use_onednn_linears(model, cpu_linear)
         return cls(model, tok, batch_size=batch_size, model_id=model_id, decode=decode)
 
     def describe(self) -> dict[str, Any]:
