@@ -13,7 +13,8 @@ per call is about 10 µs), so ``auto`` keeps those there. Measured by ``bench/cp
   ``nn.Linear`` layers into it (same parameters, state dict and peft targets).
 - :func:`matmul` and :func:`matmul_into` are ``a @ b`` with the same choice (the chunked loss's backward
   and the MoE experts' dispatch use them).
-- ``cpu_linear=auto`` (default): oneDNN for float32 CPU products of at least :data:`MIN_MACS`;
+- ``cpu_linear=auto`` (default): on an AVX-512 CPU (where it was measured), oneDNN for float32 CPU
+  products of at least :data:`MIN_MACS`;
   ``onednn``: every float32 CPU product; ``aten``: none (the layers are left as they are).
 
 oneDNN is used only where its result is the same product in float32: CPU tensors, float32 operands,
@@ -40,11 +41,17 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def measured_cpu() -> bool:
+    """Whether this CPU is of the kind the ``auto`` choice was measured on: x86-64 with AVX-512 (on an
+    AVX2-only or Arm CPU oneDNN's kernels were not measured against MKL's, so ``auto`` leaves them)."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 def mode_min_macs(mode: str) -> int | None:
     """The size threshold of ``cpu_linear=mode`` (None: oneDNN is not used)."""
     if mode not in CPU_LINEAR_MODES:
         raise ValueError(f"model.cpu_linear={mode!r} must be one of {', '.join(CPU_LINEAR_MODES)}")
-    if mode == "aten" or not onednn_available():
+    if mode == "aten" or not onednn_available() or (mode == "auto" and not measured_cpu()):
         return None
     return MIN_MACS if mode == "auto" else 0
 

@@ -16,6 +16,13 @@ from models import build_model, load_tokenizer, model_config_problems
 ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(not cl.onednn_available(), reason="this torch build has no oneDNN")
+MEASURED_CPU = cl.measured_cpu
+
+
+@pytest.fixture(autouse=True)
+def _auto_on_any_cpu(monkeypatch):
+    """``auto`` as on the AVX-512 CPUs it was measured on, whatever CPU runs the tests."""
+    monkeypatch.setattr(cl, "measured_cpu", lambda: True)
 
 TINY = {
     "kind": "tiny",
@@ -183,3 +190,14 @@ def test_the_chunked_lm_head_path_still_takes_the_moved_head():
     model = _build()
     assert type(model.get_output_embeddings()) is cl.OneDNNLinear
     assert chunkable_head(model) is model.get_output_embeddings()
+
+
+def test_auto_leaves_cpus_it_was_not_measured_on_to_aten(monkeypatch):
+    monkeypatch.setattr(cl, "measured_cpu", MEASURED_CPU)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert cl.mode_min_macs("auto") is None
+    assert cl.mode_min_macs("onednn") == 0  # asked for explicitly: used anyway
+    model = nn.Sequential(nn.Linear(8, 8))
+    assert cl.use_onednn_linears(model, "auto") == 0 and type(model[0]) is nn.Linear
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert cl.mode_min_macs("auto") == cl.MIN_MACS
