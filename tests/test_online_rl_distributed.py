@@ -249,6 +249,6 @@ def test_grpo_under_fsdp_with_padded_rows_resumes_exactly(tmp_path: Path):
     args = [*GRPO, "trainer=fsdp", f"data.path={write_questions(tmp_path / 'questions.jsonl')}"]
     full = grpo_run(tmp_path, "full", args)
     resumed = resume_copy(full, "resumed", args, sharded_checkpoint(full, 2).name)
-    assert summary(resumed)["global_step"] == 4 and summary(resumed)["steps_this_run"] == 1
+    assert summary(resumed)["global_step"] == 4 and summary(resumed)["steps_this_run"] == 2
     assert_moved(rank_weights(full, "start", 0), rank_weights(full, "end", 0))
     assert_same_export(full / "hf_model", resumed / "hf_model")
