@@ -24,6 +24,7 @@ def _auto_on_any_cpu(monkeypatch):
     """``auto`` as on the AVX-512 CPUs it was measured on, whatever CPU runs the tests."""
     monkeypatch.setattr(cl, "measured_cpu", lambda: True)
 
+
 TINY = {
     "kind": "tiny",
     "arch": "llama",
