@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from models.cpu_linear import linear, matmul
+from models.cpu_linear import linear, matmul, matmul_into
 
 #: Elements of one chunk's [C, V] fp32 logits (2**25: 128 MiB); C = max(1, budget // V).
 DEFAULT_CHUNK_ELEMENTS = 2**25
@@ -125,8 +125,10 @@ class ChunkedLinearLogprob(torch.autograd.Function):
             if dh is not None:
                 dh[s:e] = matmul(dz.to(weight.dtype), weight, min_macs).to(hidden.dtype)
             if need_w:
-                dw_chunk = matmul(dz.t(), hidden[s:e].float(), min_macs)
-                dw = dw_chunk if dw is None else dw.add_(dw_chunk)
+                if dw is None:
+                    dw = matmul(dz.t(), hidden[s:e].float(), min_macs)
+                else:  # added in place (in blocks on oneDNN): no second [V, H] buffer at the peak
+                    matmul_into(dw, dz.t(), hidden[s:e].float(), min_macs, add=True)
             if db is not None:
                 db += dz.sum(0)
         return (

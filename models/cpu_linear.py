@@ -34,6 +34,9 @@ CPU_LINEAR_MODES = ("auto", "onednn", "aten")
 #: fixed cost per call loses to MKL (measured on one thread: 576x576 at 4 rows 1.10x, 192x576 at 4 rows
 #: 0.72x, 64x64 at 256 rows 1.03x; bench/cpu_linear.py --sweep).
 MIN_MACS = 2**20
+#: :func:`matmul_into` on oneDNN: the most elements of ``out`` computed per product (16 MiB of float32),
+#: so adding into a large ``out`` never holds a second copy of it.
+INTO_BLOCK_ELEMENTS = 2**22
 
 
 def onednn_available() -> bool:
@@ -138,14 +141,18 @@ def matmul(a: torch.Tensor, b: torch.Tensor, min_macs: int | None = MIN_MACS) ->
 
 
 def matmul_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor, min_macs: int | None, add: bool) -> None:
-    """``out = a @ b`` (``add``: ``out += a @ b``) for 2-D operands, on oneDNN where it fits (its result
-    is then copied or added into ``out``), else ``torch.mm(out=)`` / ``addmm_``."""
+    """``out = a @ b`` (``add``: ``out += a @ b``) for 2-D operands, on oneDNN where it fits, else
+    ``torch.mm(out=)`` / ``addmm_``. oneDNN writes a fresh result, so its product is taken
+    :data:`INTO_BLOCK_ELEMENTS` of ``out`` at a time and copied or added in: the temporary stays small
+    where ``out`` is large (the chunked loss adds each chunk's ``[V, H]`` LM-head gradient this way)."""
     if onednn_fits(a, b, a.shape[0], min_macs):
-        product = _dnn(a, b.t())
-        if add:
-            out.add_(product)
-        else:
-            out.copy_(product)
+        step = max(1, INTO_BLOCK_ELEMENTS // max(1, out.shape[1]))
+        for r in range(0, out.shape[0], step):
+            product = _dnn(a[r : r + step], b.t())
+            if add:
+                out[r : r + step].add_(product)
+            else:
+                out[r : r + step].copy_(product)
     elif add:
         out.addmm_(a, b)
     else:

@@ -87,6 +87,40 @@ def test_matmul_equals_the_product_and_reads_transposed_views():
     assert _rel(cl.matmul(b, a.t(), min_macs=0), b @ a.t()) < 1e-5
 
 
+@pytest.mark.parametrize("add", [False, True])
+def test_matmul_into_in_blocks_equals_the_product(monkeypatch, add):
+    torch.manual_seed(3)
+    a, b = torch.randn(300, 40).t(), torch.randn(300, 24)  # a transposed view, as the chunked backward's
+    start = torch.randn(40, 24)
+    out = start.clone()
+    monkeypatch.setattr(cl, "INTO_BLOCK_ELEMENTS", 7 * 24)  # 7 rows a block: 6 blocks of 7, one of 5
+    cl.matmul_into(out, a, b, min_macs=0, add=add)
+    assert _rel(out, start * add + a @ b) < 1e-5
+
+
+def test_the_chunked_backward_adds_the_head_gradient_without_a_second_vocab_sized_buffer(monkeypatch):
+    """Each later chunk's [V, H] gradient is added in blocks of INTO_BLOCK_ELEMENTS, not made whole."""
+    products = []
+    dnn = cl._dnn
+    monkeypatch.setattr(cl, "_dnn", lambda x, w, b=None: products.append(x.shape[0] * w.shape[0]) or dnn(x, w, b))
+    monkeypatch.setattr(cl, "INTO_BLOCK_ELEMENTS", 100 * 64)
+    torch.manual_seed(4)
+    h, w = torch.randn(45, 64, requires_grad=True), torch.randn(700, 64, requires_grad=True)
+    t = torch.randint(0, 700, (45,))
+    logp, _ = chunked_token_logprobs(h, w, t, chunk_tokens=7, min_macs=0)
+    dh, dw = torch.autograd.grad(logp.sum(), (h, w))
+    products.clear()
+    logp, _ = chunked_token_logprobs(h, w, t, chunk_tokens=7, min_macs=0)
+    dh2, dw2 = torch.autograd.grad(logp.sum(), (h, w))
+    assert torch.equal(dw, dw2) and torch.equal(dh, dh2)
+    whole_weight = 700 * 64
+    # forward: 7 chunk logits [7, 700]; backward: per chunk ∂h [7, 64], and ∂W whole only for the first
+    assert products.count(whole_weight) == 1
+    assert sum(n == 100 * 64 for n in products) == 6 * 7  # chunks 2..7: blocks of 100 rows of ∂W
+    ref = torch.autograd.grad(torch.log_softmax(h @ w.t(), -1).gather(1, t[:, None]).sum(), (h, w))
+    assert _rel(dw, ref[1]) < 1e-5 and _rel(dh, ref[0]) < 1e-5
+
+
 def _routes_to_onednn(x: torch.Tensor, w: torch.Tensor, min_macs: int | None = cl.MIN_MACS) -> bool:
     x = x.requires_grad_()
     return type(cl.linear(x, w, None, min_macs).grad_fn).__name__ == "_OneDNNLinearFnBackward"
