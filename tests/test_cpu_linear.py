@@ -102,7 +102,9 @@ def test_the_chunked_backward_adds_the_head_gradient_without_a_second_vocab_size
     """Each later chunk's [V, H] gradient is added in blocks of INTO_BLOCK_ELEMENTS, not made whole."""
     products = []
     dnn = cl._dnn
-    monkeypatch.setattr(cl, "_dnn", lambda x, w, b=None: products.append(x.shape[0] * w.shape[0]) or dnn(x, w, b))
+    monkeypatch.setattr(
+        cl, "_dnn", lambda x, w, b=None: products.append(x.shape[0] * w.shape[0]) or dnn(x, w, b)
+    )
     monkeypatch.setattr(cl, "INTO_BLOCK_ELEMENTS", 100 * 64)
     torch.manual_seed(4)
     h, w = torch.randn(45, 64, requires_grad=True), torch.randn(700, 64, requires_grad=True)
