@@ -26,6 +26,10 @@ relative); a given shape and thread count gives the same bits every time, so res
 
 from __future__ import annotations
 
+import functools
+import re
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -44,10 +48,31 @@ def onednn_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+@functools.cache
+def amd_cpu_family() -> int | None:
+    """The ``cpu family`` of an AMD x86-64 CPU from ``/proc/cpuinfo`` (25: Zen 3/Zen 4, 26: Zen 5);
+    None for other vendors or where it cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    vendor = re.search(r"^vendor_id\s*:\s*(\S+)", text, re.M)
+    family = re.search(r"^cpu family\s*:\s*(\d+)", text, re.M)
+    if vendor is None or family is None or vendor.group(1) != "AuthenticAMD":
+        return None
+    return int(family.group(1))
+
+
 def measured_cpu() -> bool:
-    """Whether this CPU is of the kind the ``auto`` choice was measured on: x86-64 with AVX-512 (on an
-    AVX2-only or Arm CPU oneDNN's kernels were not measured against MKL's, so ``auto`` leaves them)."""
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+    """Whether this CPU is of the kind where ``auto`` was measured to gain: AMD Zen 5 or later (cpu
+    family 26+) with AVX-512, whose 512-bit units are full width while MKL runs its AVX2 kernels
+    there (2.0x on a SmolLM2 block). On Zen 4 (family 25, 512-bit work split into two 256-bit halves)
+    oneDNN was only 1.05x at training shapes and down to 0.3x on decode-sized products; on Intel, MKL
+    already uses AVX-512; AVX2-only and Arm CPUs were not measured. ``auto`` leaves all of those on ATen."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    family = amd_cpu_family()
+    return family is not None and family >= 26
 
 
 def mode_min_macs(mode: str) -> int | None:

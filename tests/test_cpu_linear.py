@@ -237,4 +237,30 @@ def test_auto_leaves_cpus_it_was_not_measured_on_to_aten(monkeypatch):
     model = nn.Sequential(nn.Linear(8, 8))
     assert cl.use_onednn_linears(model, "auto") == 0 and type(model[0]) is nn.Linear
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(cl, "amd_cpu_family", lambda: 26)  # AMD Zen 5: measured 2.0x
     assert cl.mode_min_macs("auto") == cl.MIN_MACS
+    for family in (25, None):  # Zen 4 (1.05x, and slower on small products) or not AMD: not measured to gain
+        monkeypatch.setattr(cl, "amd_cpu_family", lambda family=family: family)
+        assert cl.mode_min_macs("auto") is None
+    monkeypatch.setattr(cl, "amd_cpu_family", lambda: 26)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert cl.mode_min_macs("auto") is None
+
+
+def test_the_amd_cpu_family_is_read_from_cpuinfo(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = cl.Path
+    monkeypatch.setattr(cl, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    for text, family in (
+        ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\n", 26),
+        ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\n", 25),
+        ("vendor_id\t: GenuineIntel\ncpu family\t: 6\n", None),
+        ("Processor\t: AArch64\n", None),
+    ):
+        cpuinfo.write_text(text)
+        cl.amd_cpu_family.cache_clear()
+        assert cl.amd_cpu_family() == family
+    cpuinfo.unlink()
+    cl.amd_cpu_family.cache_clear()
+    assert cl.amd_cpu_family() is None  # unreadable: not measured
+    cl.amd_cpu_family.cache_clear()
