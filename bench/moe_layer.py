@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.cpu_linear import use_onednn_linears
+from models.cpu_linear import mode_min_macs, use_onednn_linears
 from models.moe import (
     DEFAULT_DISPATCH,
     MoELayer,
@@ -48,11 +48,11 @@ class DenseSwiGLU(nn.Module):
     kernels Quartet's experts use (``model.cpu_linear=auto``: float32 CPU products on oneDNN), so that
     "ours over dense" compares routing and dispatch, not GEMM libraries."""
 
-    def __init__(self, hidden: int, inter: int) -> None:
+    def __init__(self, hidden: int, inter: int, cpu_linear: str = "auto") -> None:
         super().__init__()
         self.gate_up = nn.Linear(hidden, 2 * inter, bias=False)
         self.down = nn.Linear(inter, hidden, bias=False)
-        use_onednn_linears(self, "auto")
+        use_onednn_linears(self, cpu_linear)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
@@ -137,6 +137,8 @@ def bench_tokens(args: argparse.Namespace, tokens: int, skipped: dict[str, str])
     nn.init.normal_(top2.router.weight, std=args.router_std)
     topp = MoELayer(hidden, inter, experts, RouterConfig(kind="top_p", top_p=args.top_p), args.dispatch)
     topp.load_state_dict(top2.state_dict())
+    for layer in (top2, topp):  # the experts' kernels as the model factory sets them
+        use_onednn_linears(layer, args.cpu_linear)
     with torch.no_grad():
         k_mean = topp.router(x.reshape(-1, hidden)).mask.sum(-1).float().mean().item()
     dense_inter_p = max(1, round(k_mean * inter))
@@ -170,10 +172,11 @@ def bench_tokens(args: argparse.Namespace, tokens: int, skipped: dict[str, str])
             if impl != args.dispatch:
                 other = MoELayer(hidden, inter, experts, top2.router.config, impl)
                 other.load_state_dict(top2.state_dict())
+                use_onednn_linears(other, args.cpu_linear)
                 steps[f"dispatch_{impl}"] = make_step(other, x, grad, True)
-    steps["dense_2I"] = make_step(DenseSwiGLU(hidden, 2 * inter), x, grad, False)
+    steps["dense_2I"] = make_step(DenseSwiGLU(hidden, 2 * inter, args.cpu_linear), x, grad, False)
     steps["ours_topp"] = make_step(topp, x, grad, True)
-    steps["dense_kI"] = make_step(DenseSwiGLU(hidden, dense_inter_p), x, grad, False)
+    steps["dense_kI"] = make_step(DenseSwiGLU(hidden, dense_inter_p, args.cpu_linear), x, grad, False)
 
     rounds = max(3, round(args.rounds * min(2.0, (2048 / tokens) ** 0.5)))
     clock = time.process_time if args.cpu_time and args.device == "cpu" else time.perf_counter
@@ -221,6 +224,12 @@ def main() -> None:
         help="router init std; 0.06 gives ~1.8 experts/token at p=0.4 here (the paper reports 1.76)",
     )
     parser.add_argument("--memory-budget-gib", type=float, default=2.0)
+    parser.add_argument(
+        "--cpu-linear",
+        default="auto",
+        choices=("auto", "onednn", "aten"),
+        help="model.cpu_linear for our layers and the dense rows (auto: as the model factory on this CPU)",
+    )
     parser.add_argument(
         "--no-other-dispatch",
         dest="other_dispatch",
@@ -284,6 +293,8 @@ def main() -> None:
         "threads": args.threads,
         "timing": "process CPU time" if args.cpu_time and args.device == "cpu" else "wall clock",
         "dispatch": args.dispatch,
+        "cpu_linear": args.cpu_linear,
+        "onednn": mode_min_macs(args.cpu_linear) is not None,
         "fastest_hf_over_ours": {
             r["tokens"]: round(r["fastest_hf_over_ours"], 3) for r in results if fastest
         },

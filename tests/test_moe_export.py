@@ -105,6 +105,8 @@ def test_export_writes_auto_map_and_flat_modeling_files(moe_export):
             "collections",
             "functools",
             "math",
+            "pathlib",
+            "re",
             "torch",
             "transformers",
             ".layer",

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cpu_linear import MIN_MACS
 from .dispatch import DEFAULT_DISPATCH, DISPATCH_IMPLS, moe_dispatch
 from .router import Router, RouterConfig, build_router
 
@@ -54,10 +53,10 @@ class SwiGLUExperts(nn.Module):
     layout of transformers' fused Mixtral experts, so weights copy across without transposes. Under
     FSDP2 both shard on dim 0 (experts) together with their decoder block. ``onednn_min_macs``: the
     ``model.cpu_linear`` threshold of the float32 CPU expert products (``models/cpu_linear.py``; None:
-    ATen), set by the model factory.
+    ATen, the default), set by the model factory (``use_onednn_linears``).
     """
 
-    onednn_min_macs: int | None = MIN_MACS
+    onednn_min_macs: int | None = None
 
     def __init__(
         self, num_experts: int, hidden_size: int, intermediate_size: int, dispatch: str = DEFAULT_DISPATCH
