@@ -78,7 +78,7 @@ def measured_cpu() -> bool:
 def mode_min_macs(mode: str) -> int | None:
     """The size threshold of ``cpu_linear=mode`` (None: oneDNN is not used)."""
     if mode not in CPU_LINEAR_MODES:
-        raise ValueError(f"model.cpu_linear={mode!r} must be one of {', '.join(CPU_LINEAR_MODES)}")
+        raise ValueError(cpu_linear_problems(mode)[0])
     if mode == "aten" or not onednn_available() or (mode == "auto" and not measured_cpu()):
         return None
     return MIN_MACS if mode == "auto" else 0

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -27,6 +28,25 @@ register_resolvers()
 
 # Small and fast: two steps of the tiny model, no progress bars.
 FAST = ["trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "print_config=false"]
+
+
+def tiny_model_cfg(**overrides: Any) -> dict[str, Any]:
+    """A ``model`` config of the tiny Llama built from the shipped tokenizer (``model.kind=tiny``):
+    2 layers, hidden 32, 4 heads (2 KV), float32; ``overrides`` change or add keys."""
+    return {
+        "kind": "tiny",
+        "arch": "llama",
+        "tokenizer": str(ROOT / "assets" / "tokenizer"),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_layers": 2,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "max_position_embeddings": 128,
+        "tie_word_embeddings": True,
+        "dtype": "float32",
+        **overrides,
+    }
 
 
 def compose_cfg(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:

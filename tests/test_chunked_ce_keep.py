@@ -9,14 +9,18 @@ import torch
 import algorithms.chunked_ce as cce
 
 
-def _grads(keep_elements: int, monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, ...]:
-    monkeypatch.setattr(cce, "KEEP_ELEMENTS", keep_elements)
+def _inputs() -> tuple[torch.Tensor, ...]:
+    """``(hidden, weight, bias, targets, upstream gradient)``: 23 rows, a 300-token head, seed 0."""
     torch.manual_seed(0)
     h = torch.randn(23, 16, requires_grad=True)
     w = torch.randn(300, 16, requires_grad=True)
     b = torch.randn(300, requires_grad=True)
-    t = torch.randint(0, 300, (23,))
-    up = torch.randn(23)
+    return h, w, b, torch.randint(0, 300, (23,)), torch.randn(23)
+
+
+def _grads(keep_elements: int, monkeypatch: pytest.MonkeyPatch) -> tuple[torch.Tensor, ...]:
+    monkeypatch.setattr(cce, "KEEP_ELEMENTS", keep_elements)
+    h, w, b, t, up = _inputs()
     logp, correct = cce.chunked_token_logprobs(h, w, t, b, chunk_tokens=5)
     return (logp.detach(), correct, *torch.autograd.grad((logp * up).sum(), (h, w, b)))
 
@@ -28,12 +32,7 @@ def test_kept_chunks_give_bitwise_the_recomputed_gradients(chunks_kept, monkeypa
     for a, b in zip(kept, recomputed):
         assert torch.equal(a, b)
     # and both equal autograd through the full logits
-    torch.manual_seed(0)
-    h = torch.randn(23, 16, requires_grad=True)
-    w = torch.randn(300, 16, requires_grad=True)
-    b = torch.randn(300, requires_grad=True)
-    t = torch.randint(0, 300, (23,))
-    up = torch.randn(23)
+    h, w, b, t, up = _inputs()
     ref = -torch.nn.functional.cross_entropy(torch.nn.functional.linear(h, w, b), t, reduction="none")
     for g, r in zip(kept[2:], torch.autograd.grad((ref * up).sum(), (h, w, b))):
         assert (g - r).abs().max() < 1e-5 * max(1.0, r.abs().max().item())

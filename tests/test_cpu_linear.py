@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -12,8 +10,7 @@ from torch import nn
 import models.cpu_linear as cl
 from algorithms.chunked_ce import chunked_token_logprobs
 from models import build_model, load_tokenizer, model_config_problems
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import tiny_model_cfg
 
 pytestmark = pytest.mark.skipif(not cl.onednn_available(), reason="this torch build has no oneDNN")
 MEASURED_CPU = cl.measured_cpu
@@ -25,19 +22,7 @@ def _auto_on_any_cpu(monkeypatch):
     monkeypatch.setattr(cl, "measured_cpu", lambda: True)
 
 
-TINY = {
-    "kind": "tiny",
-    "arch": "llama",
-    "tokenizer": str(ROOT / "assets" / "tokenizer"),
-    "hidden_size": 64,
-    "intermediate_size": 192,
-    "num_layers": 2,
-    "num_heads": 4,
-    "num_kv_heads": 2,
-    "max_position_embeddings": 256,
-    "tie_word_embeddings": True,
-    "dtype": "float32",
-}
+TINY = tiny_model_cfg(hidden_size=64, intermediate_size=192, max_position_embeddings=256)
 
 
 def _build(**overrides):  # noqa: ANN003, ANN202

@@ -5,31 +5,16 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_modules.causal_lm import CausalLMModule
 from models import decoder_layers
+from tests.helpers import tiny_model_cfg
 from utils.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "kind": "tiny",
-    "arch": "llama",
-    "tokenizer": str(ROOT / "assets" / "tokenizer"),
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "num_kv_heads": 2,
-    "max_position_embeddings": 64,
-    "tie_word_embeddings": True,
-    "dtype": "float32",
-    "attn_implementation": "sdpa",
-    "gradient_checkpointing": False,
-}
+TINY = tiny_model_cfg(max_position_embeddings=64, attn_implementation="sdpa", gradient_checkpointing=False)
 OPT = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
 
 

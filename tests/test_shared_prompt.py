@@ -22,24 +22,10 @@ from algorithms.shared_prompt_logprobs import (
     split_pairs,
 )
 from datamodules.preference import PreferenceCollator
-from tests.helpers import ROOT
+from tests.helpers import tiny_model_cfg
 from utils.errors import ConfigError
 
-TINY = {
-    "kind": "tiny",
-    "arch": "llama",
-    "tokenizer": str(ROOT / "assets" / "tokenizer"),
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_layers": 2,
-    "num_heads": 4,
-    "num_kv_heads": 2,
-    "max_position_embeddings": 128,
-    "tie_word_embeddings": True,
-    "dtype": "float32",
-    "attn_implementation": "sdpa",
-    "lora": {"enabled": False},
-}
+TINY = tiny_model_cfg(attn_implementation="sdpa", lora={"enabled": False})
 # Prompts of 5, 2, 7 tokens; responses of different lengths (1 token included), chosen and rejected.
 PROMPTS = [[11, 12, 13, 14, 15], [21, 22], [31, 32, 33, 34, 35, 36, 37]]
 CHOSEN = [[41, 42, 43], [51], [61, 62, 63, 64, 65, 66]]

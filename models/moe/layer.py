@@ -8,6 +8,7 @@ during backward, cannot count an aux loss twice: the recomputed aux is simply di
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -81,22 +82,20 @@ class SwiGLUExperts(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor, weights: Tensor, dispatch: str | None = None) -> Tensor:
         """``x`` [T, H], ``mask`` [T, E] bool, ``weights`` [T, E] -> [T, H] in the compute dtype."""
-        impl = dispatch or self.dispatch
+        run = functools.partial(
+            moe_dispatch,
+            mask=mask,
+            weights=weights,
+            gate_up=self.gate_up_proj,
+            down=self.down_proj,
+            impl=dispatch or self.dispatch,
+            min_macs=self.onednn_min_macs,
+        )
         if not torch.is_autocast_enabled(x.device.type):
-            return moe_dispatch(
-                x, mask, weights, self.gate_up_proj, self.down_proj, impl=impl, min_macs=self.onednn_min_macs
-            )
+            return run(x)
         dtype = compute_dtype(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
-            return moe_dispatch(
-                x.to(dtype),
-                mask,
-                weights,
-                self.gate_up_proj,
-                self.down_proj,
-                impl=impl,
-                min_macs=self.onednn_min_macs,
-            )
+            return run(x.to(dtype))
 
     def extra_repr(self) -> str:
         return (
