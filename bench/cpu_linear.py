@@ -20,15 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from models.cpu_linear import MIN_MACS, linear, onednn_available  # noqa: E402
+from models.cpu_linear import MIN_MACS, linear, onednn_available
 
 #: (name, out, in, per-block count): SmolLM2-135M's linear layers; the head appears once in 30 blocks.
 SHAPES = [

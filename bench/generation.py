@@ -394,17 +394,18 @@ def greedy_variants(model, prompts: list[list[int]], new_tokens: int, pad: int) 
 
     def eager_onednn() -> tuple[float, list[list[int]]]:
         """The eager decoder on the layers Quartet's model factory makes by default (``model.cpu_linear=auto``:
-        products of at least ``MIN_MACS`` on oneDNN, the plain weight, no packed copy)."""
-        from models.cpu_linear import OneDNNLinear
+        on the CPUs where it pays, products of at least ``MIN_MACS`` on oneDNN, the plain weight, no packed
+        copy; elsewhere the plain layers, i.e. ``eager``)."""
+        from models.cpu_linear import use_onednn_linears
 
         moved = [m for m in model.modules() if type(m) is torch.nn.Linear]
-        for m in moved:
-            m.__class__ = OneDNNLinear
+        use_onednn_linears(model, "auto")
         try:
             return ours("eager")()
         finally:
             for m in moved:
                 m.__class__ = torch.nn.Linear
+                m.__dict__.pop("onednn_min_macs", None)
 
     return {
         "prepacked": ours("prepacked"),

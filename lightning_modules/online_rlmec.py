@@ -42,7 +42,9 @@ from utils.errors import ConfigError
 GRM_DEFAULTS = {"path": None, "max_new_tokens": 256, "batch_size": 8, "dtype": "float32"}
 
 
-def load_grm(path: str, dtype: str, policy_tokenizer: Any) -> tuple[torch.nn.Module, Any]:
+def load_grm(
+    path: str, dtype: str, policy_tokenizer: Any, cpu_linear: str = "auto"
+) -> tuple[torch.nn.Module, Any]:
     """The frozen GRM and its tokenizer; a tokenizer other than the policy's is a ``ConfigError``."""
     from transformers import AutoModelForCausalLM
 
@@ -57,7 +59,7 @@ def load_grm(path: str, dtype: str, policy_tokenizer: Any) -> tuple[torch.nn.Mod
             ]
         )
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
-    use_onednn_linears(model, "auto")  # as the policy's default model.cpu_linear (models/cpu_linear.py)
+    use_onednn_linears(model, cpu_linear)  # the policy's model.cpu_linear (models/cpu_linear.py)
     model.requires_grad_(False)
     return model.eval(), tok
 
@@ -103,7 +105,8 @@ class OnlineRLMECModule(OnlineRLModule):
             self.ref_model = ref_lib.frozen_copy(self.model)
             if getattr(self, "_device_mesh", None) is not None:
                 self._fully_shard(self.ref_model)
-        self._grm = list(load_grm(self.grm_cfg["path"], self.grm_cfg["dtype"], self.tokenizer))
+        cpu_linear = self.model_cfg.get("cpu_linear", "auto")
+        self._grm = list(load_grm(self.grm_cfg["path"], self.grm_cfg["dtype"], self.tokenizer, cpu_linear))
 
     def grm_editor(self, requests: list[EditRequest]) -> list[str]:
         """The GRM answers each request's chat prompt, greedily."""

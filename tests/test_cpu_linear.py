@@ -249,3 +249,14 @@ def test_the_amd_cpu_family_is_read_from_cpuinfo(monkeypatch, tmp_path):
     cl.amd_cpu_family.cache_clear()
     assert cl.amd_cpu_family() is None  # unreadable: not measured
     cl.amd_cpu_family.cache_clear()
+
+
+def test_the_online_rlmec_grm_loads_with_the_policys_cpu_linear(tmp_path):
+    from lightning_modules.online_rlmec import load_grm
+
+    tok = load_tokenizer(TINY["tokenizer"])
+    _build().save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    for mode, layer in (("aten", nn.Linear), ("onednn", cl.OneDNNLinear)):
+        grm, _ = load_grm(str(tmp_path), "float32", tok, cpu_linear=mode)
+        assert {type(m) for m in grm.modules() if isinstance(m, nn.Linear)} == {layer}
